@@ -1,0 +1,31 @@
+"""`pipeline check`: config, templates and every post, with every problem found (not the first)."""
+
+from __future__ import annotations
+
+import jinja2
+
+from pipeline.config import Config
+from pipeline.models import Problem
+from pipeline.preview import render_posts
+from pipeline.render.email import environment
+
+
+def check_templates(config: Config) -> list[Problem]:
+    """Syntax errors in any template under the templates folder."""
+    folder = config.path(config.templates)
+    if not folder.is_dir():
+        return [Problem(where=str(folder), message="templates folder not found (config key `templates`)")]
+    env = environment(folder.resolve())
+    problems = []
+    for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+        try:
+            env.parse(env.loader.get_source(env, name)[0])  # type: ignore[union-attr]
+        except jinja2.TemplateSyntaxError as exc:
+            where = f"{config.templates}{name}:{exc.lineno}"
+            problems.append(Problem(where=where, message=exc.message or "syntax error"))
+    return problems
+
+
+def check_all(config: Config) -> list[Problem]:
+    """Every problem in the templates and the posts (rendering each post fully)."""
+    return [*check_templates(config), *render_posts(config).problems]

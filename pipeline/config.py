@@ -1,0 +1,281 @@
+"""config.yaml -> Config: validated with pydantic; `${NAME}` filled from the environment.
+
+Errors name the file, the line, the key path and the expected form. Paths are relative to the
+config file's folder. References inside `channels:` are resolved only when that channel is built,
+so an unused channel without credentials never stops the outbox (or `--dry-run`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.networks import NETWORKS
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Site(_Model):
+    name: str
+    url: str
+    locale: str = "en_US"
+    permalink: str = "/{slug}/"
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://example.com")
+        return v.rstrip("/")
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        try:
+            Locale.parse(v)
+        except (ValueError, UnknownLocaleError):
+            raise ValueError("must be a locale such as en_US, fr_FR, de") from None
+        return v
+
+    @field_validator("permalink")
+    @classmethod
+    def _permalink(cls, v: str) -> str:
+        if "{slug}" not in v:
+            raise ValueError("must contain {slug}, e.g. /{year}/{month}/{slug}/")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+class FooterSettings(_Model):
+    text: str = "Originally published at {site} on {date}."
+    date_format: str = "long"      # a Babel format name (short/medium/long/full) or a pattern
+
+    @field_validator("text")
+    @classmethod
+    def _fields(cls, v: str) -> str:
+        if "{site}" not in v:
+            raise ValueError("must contain {site} (the link to the canonical URL)")
+        return v
+
+
+class UtmSettings(_Model):
+    enabled: bool = True
+    source_by_channel: dict[str, str] = {}
+    medium_by_channel: dict[str, str] = {}
+    campaign: str = "{slug}"
+    scope: Literal["site", "all"] = "site"   # tag links to the site only, or every link
+
+
+class NetworkSettings(_Model):
+    limit: int | None = Field(default=None, gt=0)
+    hashtags: int = Field(default=3, ge=0)    # at most this many hashtags from `tags`
+    enabled: bool = True
+
+
+class EmailSettings(_Model):
+    template: str = "email/article.mjml.j2"
+    from_: str | None = Field(default=None, alias="from")
+    reply_to: str | None = None
+    name_fallback: str = "there"
+    clip_bytes: int = Field(default=102_000, gt=0)   # Gmail clips messages larger than this
+
+
+class PreviewSettings(_Model):
+    out: str = "out/preview"
+    recipient_name: str = "Alex"
+    recipient_email: str = "reader@example.com"
+    test_recipients: list[str] = []
+
+
+class Config(_Model):
+    """The whole configuration. `root` is the folder paths are relative to."""
+
+    site: Site
+    timezone: str = "UTC"
+    posts: str = "posts/"
+    templates: str = "templates/"
+    state: str = "state/pipeline.sqlite3"
+    utm: UtmSettings = UtmSettings()
+    footer: FooterSettings = FooterSettings()
+    email: EmailSettings = EmailSettings()
+    networks: dict[str, NetworkSettings] = {n: NetworkSettings() for n in NETWORKS}
+    channels: dict[str, dict[str, Any]] = {"outbox": {"type": "outbox", "path": "out/outbox"}}
+    preview: PreviewSettings = PreviewSettings()
+    root: Path = Path(".")
+    source: str = "config.yaml"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as America/New_York or UTC") from None
+        return v
+
+    @field_validator("networks")
+    @classmethod
+    def _known_networks(cls, v: dict[str, NetworkSettings]) -> dict[str, NetworkSettings]:
+        unknown = sorted(set(v) - set(NETWORKS))
+        if unknown:
+            raise ValueError(f"unknown network {unknown[0]!r}; known: {', '.join(NETWORKS)}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_types(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, entry in v.items():
+            if not isinstance(entry, Mapping) or "type" not in entry:
+                raise ValueError(f"channel {name!r} needs a `type:`")
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def path(self, value: str) -> Path:
+        """A path from config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def network_limit(self, network: str) -> int:
+        """The configured limit of `network`, else the network's own default."""
+        settings = self.networks.get(network)
+        return settings.limit if settings and settings.limit else NETWORKS[network].default_limit
+
+    @property
+    def sender(self) -> str:
+        return self.email.from_ or f"{self.site.name} <newsletter@{self.site.host}>"
+
+
+def find_config(path: str | os.PathLike[str] | None) -> Path:
+    """The config path: the argument, else $PIPELINE_CONFIG, else ./config.yaml."""
+    return Path(path or os.environ.get("PIPELINE_CONFIG") or "config.yaml")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError with every problem found, one per line."""
+    cfg_path = find_config(path)
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{cfg_path}: not found (pass --config PATH or set PIPELINE_CONFIG)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: not UTF-8 text; save it as UTF-8") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{cfg_path}:{mark.line + 1}" if mark else str(cfg_path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_path}: must be a mapping of keys such as site:, posts:, channels:")
+    lines = _key_lines(node)
+    errors: list[str] = []
+    data = _expand(data, (), errors, cfg_path, lines)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    data.setdefault("root", cfg_path.resolve().parent)
+    data["source"] = str(cfg_path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(exc, cfg_path, lines))) from None
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """Fill `${NAME}` / `${NAME:-default}` in a value (recursively). Missing variables raise."""
+    errors: list[str] = []
+    out = _expand(value, (), errors, Path(where), {}, skip_channels=False)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return out
+
+
+def _expand(value: Any, key: tuple[str | int, ...], errors: list[str], cfg: Path,
+            lines: Mapping[tuple[str | int, ...], int], *, skip_channels: bool = True) -> Any:
+    if isinstance(value, dict):
+        if skip_channels and key == ("channels",):
+            return value
+        return {k: _expand(v, (*key, k), errors, cfg, lines, skip_channels=skip_channels)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*key, i), errors, cfg, lines, skip_channels=skip_channels)
+                for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def fill(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        errors.append(f"{_where(cfg, lines, key)}: environment variable {name} is not set "
+                      f"(export {name}=... before running)")
+        return ""
+
+    return ENV_REF.sub(fill, value)
+
+
+def _key_lines(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+    """Map each key path to its 1-based line in the YAML source."""
+    out: dict[tuple[str | int, ...], int] = {}
+
+    def walk(n: yaml.Node, path: tuple[str | int, ...]) -> None:
+        out[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                out[(*path, k.value)] = k.start_mark.line + 1
+                walk(v, (*path, k.value)) if not isinstance(v, yaml.ScalarNode) else None
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return out
+
+
+def _where(cfg: Path, lines: Mapping[tuple[str | int, ...], int], key: tuple[Any, ...]) -> str:
+    probe = tuple(key)
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe)
+    dotted = ".".join(str(k) for k in key)
+    return f"{cfg}:{line}: {dotted}" if line else f"{cfg}: {dotted}"
+
+
+def _describe(exc: ValidationError, cfg: Path,
+              lines: Mapping[tuple[str | int, ...], int]) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (see README, config reference)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and not isinstance(err["input"], dict | list):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append(f"{_where(cfg, lines, loc)}: {msg}")
+    return out

@@ -1,0 +1,36 @@
+"""Errors a user can cause. Each carries a one-line message naming the file, key or field."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: a problem the user can fix; `cli.py` prints it on one line, no traceback."""
+
+
+class ConfigError(PipelineError):
+    """config.yaml (or an environment reference in it) is wrong."""
+
+
+class PostError(PipelineError):
+    """One post cannot be loaded or rendered; the others go on."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = message
+
+
+class RenderError(PipelineError):
+    """A template or an edition cannot be rendered."""
+
+
+class ChannelError(PipelineError):
+    """A send failed. `retryable` tells the orchestrator whether another attempt may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, unknown: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        # The request may have reached the remote side: the outcome is not known.
+        self.unknown = unknown
+        self.retry_after = retry_after

@@ -1,0 +1,74 @@
+"""Canonical URLs, UTM tagging per channel, and the canonical-link footer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from babel.dates import format_date
+from markupsafe import Markup, escape
+
+from pipeline.config import Config, Site
+from pipeline.models import Footer, Post
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
+EMAIL_CHANNEL = "newsletter"   # utm_source of an edition rendered without a named channel
+SOCIAL_MEDIUM = "social"
+
+
+def canonical_url(site: Site, slug: str, date: datetime) -> str:
+    """The default canonical URL: the site URL plus the permalink pattern filled for this post."""
+    path = site.permalink.format(slug=slug, year=f"{date.year:04d}", month=f"{date.month:02d}",
+                                 day=f"{date.day:02d}")
+    return urljoin(site.url + "/", path.lstrip("/"))
+
+
+def absolute(url: str, base: str) -> str:
+    """`url` resolved against `base` (relative and root-relative links in posts)."""
+    return urljoin(base, url.strip())
+
+
+def utm_params(config: Config, channel: str, slug: str, medium: str) -> dict[str, str]:
+    """The UTM parameters for links sent through `channel`; empty when UTM is disabled."""
+    if not config.utm.enabled:
+        return {}
+    return {
+        "utm_source": config.utm.source_by_channel.get(channel, channel),
+        "utm_medium": config.utm.medium_by_channel.get(channel, medium),
+        "utm_campaign": config.utm.campaign.format(slug=slug),
+    }
+
+
+def tag_url(url: str, params: dict[str, str], config: Config) -> str:
+    """`url` with UTM parameters added. Existing query parameters (and fragment) survive;
+    UTM values already present are kept, since the author chose them. Links outside the site
+    are left alone unless `utm.scope` is `all`."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return url
+    if config.utm.scope == "site" and not _same_site(parts.netloc, config.site.host):
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {k for k, _ in query}
+    query += [(k, v) for k, v in params.items() if k not in present]
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query, doseq=True)))
+
+
+def _same_site(netloc: str, host: str) -> bool:
+    def bare(h: str) -> str:
+        return h.lower().split(":")[0].removeprefix("www.")
+    return bare(netloc) == bare(host)
+
+
+def footer(post: Post, config: Config, href: str | None = None) -> Footer:
+    """The footer sentence in HTML (linking `href`, the canonical URL by default) and in text
+    (showing the canonical URL in full)."""
+    date = format_date(post.date.date(), format=config.footer.date_format,
+                       locale=config.site.locale)
+    host = urlsplit(post.canonical_url).netloc
+    link = Markup('<a href="{}">{}</a>').format(href or post.canonical_url, host)
+    html = escape(config.footer.text).replace("{site}", link).replace("{date}", escape(date))
+    text = config.footer.text.replace("{site}", post.canonical_url).replace("{date}", date)
+    return Footer(html=str(html), text=text)

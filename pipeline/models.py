@@ -1,0 +1,124 @@
+"""Values that flow through the pipeline. Frozen, keyword-only, no I/O; validated where built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One finding about an input: where (file, key), what, and how bad."""
+
+    where: str
+    message: str
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Post:
+    """An article as loaded from `posts/`: front matter and sanitized HTML body."""
+
+    path: str                     # as shown to the user, e.g. posts/2020-09-01-ketamine.md
+    slug: str
+    title: str
+    date: datetime                # always timezone-aware
+    canonical_url: str
+    body_markdown: str
+    body_html: str                # sanitized, links absolute
+    author: str | None = None
+    summary: str | None = None
+    tags: tuple[str, ...] = ()
+    image: str | None = None      # absolute URL
+    image_alt: str | None = None
+    draft: bool = False
+    subject: str | None = None
+    social: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    thread: bool = False
+    publish_at: datetime | None = None
+    channels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.date.tzinfo is None:
+            raise ValueError(f"{self.path}: date must be timezone-aware")
+        if not self.title.strip():
+            raise ValueError(f"{self.path}: empty title")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Footer:
+    """The canonical-link footer: "Originally published at <site> on <date>."."""
+
+    html: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edition:
+    """One compiled email edition. `html` and `text` still hold per-recipient placeholders."""
+
+    key: str                      # slug of the post (or digest id)
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    lint: tuple[Problem, ...] = ()
+
+    def __post_init__(self) -> None:
+        if "\n" in self.subject or "\r" in self.subject:
+            raise ValueError("subject must be a single line")
+
+    @property
+    def size(self) -> int:
+        """Size of the HTML part in bytes, as Gmail measures it for clipping."""
+        return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """A link inside a snippet: `text` as shown (character offsets), `uri` the target."""
+
+    start: int
+    end: int
+    uri: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snippet:
+    """A post's text for one social network, counted the way that network counts."""
+
+    network: str
+    text: str
+    length: int
+    limit: int
+    link: Link
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.length > self.limit:
+            raise ValueError(f"{self.network} snippet is {self.length} long, limit {self.limit}")
+
+    def as_json(self) -> dict[str, object]:
+        return {"text": self.text, "length": self.length, "limit": self.limit,
+                "link": self.link.uri, "tags": list(self.tags)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rendered:
+    """Everything rendered for one post: the email edition, snippets, footer."""
+
+    post: Post
+    edition: Edition
+    snippets: Mapping[str, Snippet]
+    footer: Footer

@@ -1,0 +1,36 @@
+"""Mastodon: grapheme clusters, protocol URLs count 23, remote mentions count their user part."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from twitter_text import extract_urls_with_indices
+
+from pipeline.networks.base import graphemes
+
+URL_PLACEHOLDER = "x" * 23
+# Mastodon's StatusLengthValidator counts `@user@domain` as `@user`.
+_REMOTE_MENTION = re.compile(r"(?<![\w/])@(\w+)@[\w.-]+\w", re.UNICODE)
+
+
+class Mastodon:
+    name: ClassVar[str] = "mastodon"
+    default_limit: ClassVar[int] = 500
+
+    def count(self, text: str) -> int:
+        """Length as Mastodon's StatusLengthValidator computes it."""
+        return graphemes(_REMOTE_MENTION.sub(r"@\1", _urls_as_placeholders(text)))
+
+    def link_text(self, url: str) -> str:
+        return url
+
+
+def _urls_as_placeholders(text: str) -> str:
+    out, last = [], 0
+    for entity in extract_urls_with_indices(text, extract_urls_without_protocol=False):
+        start, end = entity["indices"]
+        out += [text[last:start], URL_PLACEHOLDER]
+        last = end
+    out.append(text[last:])
+    return "".join(out)

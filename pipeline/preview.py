@@ -1,0 +1,88 @@
+"""Render posts and write what each channel would receive to disk, for a person to look at.
+
+No network access and no state: `pipeline preview` can run anywhere, any time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.content import load_posts
+from pipeline.errors import PipelineError
+from pipeline.links import footer
+from pipeline.models import Post, Problem, Rendered, Severity
+from pipeline.render.email import render_edition
+from pipeline.render.mime import build_message
+from pipeline.render.personalize import Fill
+from pipeline.render.social import snippets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """Posts rendered, and every problem met on the way (errors skip their post only)."""
+
+    rendered: tuple[Rendered, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+
+def render_post(post: Post, config: Config) -> Rendered:
+    """Email edition, snippets and footer of one post. Raises PipelineError."""
+    edition = render_edition(post, config)
+    return Rendered(post=post, edition=edition, snippets=snippets(post, config),
+                    footer=footer(post, config))
+
+
+def render_posts(config: Config, slugs: Sequence[str] = ()) -> Batch:
+    """Load and render the posts (all, or those whose slug is in `slugs`)."""
+    loaded = load_posts(config)
+    problems = list(loaded.problems)
+    posts = [p for p in loaded.posts if not slugs or p.slug in slugs]
+    problems += [Problem(where=str(config.path(config.posts)), message=f"no post with slug {s!r}")
+                 for s in slugs if s not in {p.slug for p in loaded.posts}]
+    rendered = []
+    for post in posts:
+        try:
+            item = render_post(post, config)
+        except PipelineError as exc:
+            problems.append(Problem(where=post.path, message=str(exc).removeprefix(post.path + ": ")))
+            continue
+        rendered.append(item)
+        problems.extend(item.edition.lint)
+    return Batch(rendered=tuple(rendered), problems=tuple(problems))
+
+
+def sample_values(config: Config) -> dict[str, str]:
+    """The recipient the preview is personalized for (config `preview:`)."""
+    return {"name": config.preview.recipient_name, "email": config.preview.recipient_email,
+            "unsubscribe_url": f"{config.site.url}/unsubscribe/preview"}
+
+
+def write_preview(item: Rendered, config: Config, out: Path, *, now: datetime | None = None) -> Path:
+    """Write DIR/<slug>/email.html, email.txt, email.eml and snippets.json; returns the folder."""
+    folder = out / item.post.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    values = sample_values(config)
+    edition = item.edition
+    (folder / "email.html").write_text(Fill.of(edition.html, escape=True)(values), encoding="utf-8")
+    (folder / "email.txt").write_text(Fill.of(edition.text, escape=False)(values), encoding="utf-8")
+    message = build_message(edition, sender=config.sender, to=values["email"], values=values,
+                            domain=config.site.host, date=now or datetime.now(UTC),
+                            reply_to=config.email.reply_to)
+    (folder / "email.eml").write_bytes(bytes(message))
+    snippets_json = {name: s.as_json() for name, s in item.snippets.items()}
+    (folder / "snippets.json").write_text(
+        json.dumps(snippets_json, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s", folder)
+    return folder

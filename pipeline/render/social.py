@@ -1,0 +1,114 @@
+"""Post -> Snippet per network: title, the best-fitting start of the summary or body, hashtags
+from `tags`, and the canonical link, counted the way each network counts.
+
+The text is cut at a sentence boundary if one fits, else at a word boundary with "…". It is never
+cut inside a word, a URL, a hashtag or a grapheme cluster; the link is always kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import regex
+
+from pipeline.config import Config
+from pipeline.errors import RenderError
+from pipeline.links import SOCIAL_MEDIUM, tag_url, utm_params
+from pipeline.models import Link, Post, Snippet
+from pipeline.networks import NETWORKS, Network
+from pipeline.render.cutting import excerpt_cuts, word_cuts
+from pipeline.render.text import plain_text
+
+_NOT_HASHTAG = regex.compile(r"[^\p{L}\p{M}\p{N}_]+")
+
+
+def snippets(post: Post, config: Config) -> dict[str, Snippet]:
+    """One snippet per enabled network in config. Raises RenderError for an override that
+    does not fit."""
+    return {name: snippet(post, name, config)
+            for name, settings in config.networks.items() if settings.enabled}
+
+
+def snippet(post: Post, network: str, config: Config, *, channel: str | None = None) -> Snippet:
+    """The snippet of `post` for `network`; UTM parameters name `channel` (default: network)."""
+    net = NETWORKS[network]()
+    limit = config.network_limit(network)
+    url = tag_url(post.canonical_url, utm_params(config, channel or network, post.slug,
+                                                 SOCIAL_MEDIUM), config)
+    tags = hashtags(post.tags)[: config.networks[network].hashtags]
+    override = post.social.get(network)
+    if override:
+        return _override(post, net, override, url, limit)
+    source = post.summary or plain_text(post.body_html, chars=limit * 4)
+    text, used = fit(net, title=post.title, source=source, tags=tags, url=url, limit=limit,
+                     language=config.site.locale.split("_")[0])
+    return _snippet(net, text, url, limit, used)
+
+
+def _override(post: Post, net: Network, text: str, url: str, limit: int) -> Snippet:
+    text = text.strip()
+    if post.canonical_url not in text:
+        text = f"{text}\n\n{net.link_text(url)}"
+    length = net.count(text)
+    if length > limit:
+        raise RenderError(f"{post.path}: social.{net.name}: the override is {length} long "
+                          f"as {net.name} counts it; the limit is {limit}. Shorten it.")
+    return _snippet(net, text, url, limit, ())
+
+
+def _snippet(net: Network, text: str, url: str, limit: int, tags: Sequence[str]) -> Snippet:
+    shown = net.link_text(url)
+    start = text.rfind(shown) if shown in text else text.rfind(url)
+    end = start + len(shown if shown in text else url)
+    return Snippet(network=net.name, text=text, length=net.count(text), limit=limit,
+                   link=Link(start=start, end=end, uri=url), tags=tuple(tags))
+
+
+def hashtags(tags: Sequence[str]) -> list[str]:
+    """`tags` as hashtags: "mental health" -> "#MentalHealth"; tags with no letters are dropped."""
+    out: list[str] = []
+    for tag in tags:
+        words = [w for w in _NOT_HASHTAG.split(tag) if w]
+        if not words or not any(ch.isalpha() for w in words for ch in w):
+            continue
+        word = words[0] if len(words) == 1 else "".join(w[:1].upper() + w[1:] for w in words)
+        if f"#{word}" not in out:
+            out.append(f"#{word}")
+    return out
+
+
+def fit(net: Network, *, title: str, source: str, tags: Sequence[str], url: str, limit: int,
+        language: str = "en") -> tuple[str, tuple[str, ...]]:
+    """The longest snippet that fits: the excerpt shrinks first, then hashtags go, then the
+    title is shortened at a word boundary, then dropped. The link always stays."""
+    link = net.link_text(url)
+
+    def layout(head: str, excerpt: str, used: Sequence[str]) -> str:
+        return "\n\n".join(p for p in (head, excerpt, " ".join(used)) if p) + \
+            ("\n" if used else "\n\n" if head or excerpt else "") + link
+
+    def fits(text: str) -> bool:
+        return net.count(text) <= limit
+
+    cuts = excerpt_cuts(source, language)
+    for n in range(len(tags), -1, -1):
+        excerpt = _longest(cuts, lambda e, n=n: fits(layout(title, e, tags[:n])))
+        if excerpt:
+            return layout(title, excerpt, tags[:n]), tuple(tags[:n])
+    for n in range(len(tags), -1, -1):
+        if fits(layout(title, "", tags[:n])):
+            return layout(title, "", tags[:n]), tuple(tags[:n])
+    head = _longest(word_cuts(title), lambda t: fits(layout(t, "", ())))
+    return layout(head or "", "", ()), ()
+
+
+def _longest(candidates: Sequence[str], ok: Callable[[str], bool]) -> str | None:
+    """The last candidate that is ok; candidates grow in length, so a binary search finds it."""
+    lo, hi, best = 0, len(candidates) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if ok(candidates[mid]):
+            best, lo = candidates[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best

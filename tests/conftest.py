@@ -1,0 +1,96 @@
+"""Shared fixtures: a copy of the project in a temporary folder, golden files, the CLI runner."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SEED_SLUG = "2020-09-01-ketamine-neurological-damage"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/ from the current output instead of comparing")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """Compare `text` with tests/golden/NAME (or rewrite it with --update-golden); a mismatch
+    fails with a unified diff."""
+    update = request.config.getoption("--update-golden")
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        assert path.exists(), f"no golden file {path}; run `pytest --update-golden`"
+        expected = path.read_text(encoding="utf-8")
+        if text != expected:
+            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                                f"golden/{name}", "actual"))
+            pytest.fail(f"output differs from golden/{name} (pytest --update-golden to accept):\n"
+                        f"{diff}", pytrace=False)
+
+    return check
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the shipped config.yaml, templates/ and posts/ in a temporary folder."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
+    shutil.copytree(ROOT / "templates", dest / "templates")
+    shutil.copytree(ROOT / "posts", dest / "posts")
+    return dest
+
+
+@pytest.fixture
+def config(project: Path) -> Config:
+    """The shipped config, loaded from the temporary copy."""
+    return load_config(project / "config.yaml")
+
+
+@pytest.fixture
+def write_post(project: Path) -> Callable[..., Path]:
+    """Write posts/NAME into the project copy; text is dedented. `raw` bytes are written as-is."""
+
+    def write(name: str, text: str = "", *, raw: bytes | None = None) -> Path:
+        path = project / "posts" / name
+        if raw is not None:
+            path.write_bytes(raw)
+        else:
+            path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m pipeline ARGS` in a subprocess, the way a user does."""
+
+    def run(*args: str | os.PathLike[str], cwd: Path | None = None,
+            env: dict[str, str] | None = None, timeout: float = 120,
+            ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        full_env.pop("PIPELINE_CONFIG", None) if env is None or "PIPELINE_CONFIG" not in env else None
+        return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd,
+                              env=full_env, capture_output=True, text=True, timeout=timeout)
+
+    return run
