@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from mjml import mjml2html
 from rich.console import Console
 from rich.table import Table
 
@@ -27,8 +26,8 @@ from pipeline.config import load_config
 from pipeline.content import load_posts
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = ("ketamine depression infusion clinic patient neuron synapse treatment mood journal "
-         "sleep energy evening morning research trial dose nurse recovery care").split()
+WORDS = ("ketamine depression infusion clinic patient neuron synapse treatment mood journal sleep "
+         "energy evening morning research trial dose nurse recovery care").split()
 
 
 def long_post(words: int) -> str:

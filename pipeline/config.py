@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 from pipeline.networks import NETWORKS
@@ -98,6 +98,19 @@ class EmailSettings(_Model):
     clip_bytes: int = Field(default=102_000, gt=0)   # Gmail clips messages larger than this
 
 
+class UnsubscribeSettings(_Model):
+    base_url: str = "http://127.0.0.1:8080"     # where `pipeline serve` is reachable
+    secret: SecretStr | None = None             # default: a random secret kept in the state database
+    mailto: str | None = None                   # optional second List-Unsubscribe target
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://news.example.com")
+        return v.rstrip("/")
+
+
 class PreviewSettings(_Model):
     out: str = "out/preview"
     recipient_name: str = "Alex"
@@ -119,6 +132,7 @@ class Config(_Model):
     networks: dict[str, NetworkSettings] = {n: NetworkSettings() for n in NETWORKS}
     channels: dict[str, dict[str, Any]] = {"outbox": {"type": "outbox", "path": "out/outbox"}}
     preview: PreviewSettings = PreviewSettings()
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     root: Path = Path(".")
     source: str = "config.yaml"
 
@@ -190,16 +204,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path}: must be a mapping of keys such as site:, posts:, channels:")
     lines = _key_lines(node)
-    errors: list[str] = []
+    errors = [f"{_where(cfg_path, lines, (k,))}: unknown key; remove it or check its spelling "
+              "(see README, config reference)" for k in ("root", "source") if k in data]
     data = _expand(data, (), errors, cfg_path, lines)
+    data.update(root=cfg_path.resolve().parent, source=str(cfg_path))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors += _describe(exc, cfg_path, lines)
     if errors:
         raise ConfigError("\n".join(errors))
-    data.setdefault("root", cfg_path.resolve().parent)
-    data["source"] = str(cfg_path)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(exc, cfg_path, lines))) from None
+    return config
 
 
 def resolve_env(value: Any, where: str) -> Any:
@@ -226,10 +241,12 @@ def _expand(value: Any, key: tuple[str | int, ...], errors: list[str], cfg: Path
 
     def fill(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        if name in os.environ:
+        if os.environ.get(name):
             return os.environ[name]
-        if default is not None:
+        if default is not None:   # as in the shell, an empty variable takes the default
             return default
+        if name in os.environ:
+            return ""
         errors.append(f"{_where(cfg, lines, key)}: environment variable {name} is not set "
                       f"(export {name}=... before running)")
         return ""

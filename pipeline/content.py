@@ -175,6 +175,16 @@ def _read_text(path: Path, where: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+class _FrontMatterLoader(yaml.SafeLoader):
+    """SafeLoader that leaves timestamps as strings: dates are parsed by `_parse_date`, so an
+    impossible date ("2020-13-01") gets a message naming the field instead of a crash."""
+
+
+_FrontMatterLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
     handler = frontmatter.YAMLHandler()
     if not handler.detect(text):
@@ -185,10 +195,10 @@ def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
     except ValueError:
         raise PostError(where, "front matter is not closed: add a --- line after it") from None
     try:
-        meta = yaml.safe_load(fm_text)
+        meta = yaml.load(fm_text, Loader=_FrontMatterLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 2}: " if mark else ""
+        line = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise PostError(where, f"{line}front matter is not valid YAML ({problem})") from None
     if meta is None:
@@ -200,9 +210,9 @@ def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
 
 def _validate(meta: dict[str, Any], where: str) -> FrontMatter:
     meta = {str(k): v for k, v in meta.items()}
-    meta = {**meta, "date": _parse_date(meta.get("date"), "date", where)}
-    if meta.get("publish_at") is not None:
-        meta["publish_at"] = _parse_date(meta["publish_at"], "publish_at", where)
+    for key in ("date", "publish_at"):
+        if meta.get(key) is not None:
+            meta[key] = _parse_date(meta[key], key, where)
     try:
         return FrontMatter.model_validate(meta)
     except ValidationError as exc:

@@ -47,10 +47,14 @@ def render_post(post: Post, config: Config) -> Rendered:
 def render_posts(config: Config, slugs: Sequence[str] = ()) -> Batch:
     """Load and render the posts (all, or those whose slug is in `slugs`)."""
     loaded = load_posts(config)
-    problems = list(loaded.problems)
     posts = [p for p in loaded.posts if not slugs or p.slug in slugs]
+    missing = [s for s in slugs if s not in {p.slug for p in loaded.posts}]
+    # With slugs, other posts' problems are not this command's business, unless a requested
+    # post is missing: then the reason may be among them.
+    paths = {p.path for p in posts}
+    problems = [p for p in loaded.problems if not slugs or missing or p.where in paths]
     problems += [Problem(where=str(config.path(config.posts)), message=f"no post with slug {s!r}")
-                 for s in slugs if s not in {p.slug for p in loaded.posts}]
+                 for s in missing]
     rendered = []
     for post in posts:
         try:

@@ -39,7 +39,7 @@ def snippet(post: Post, network: str, config: Config, *, channel: str | None = N
     override = post.social.get(network)
     if override:
         return _override(post, net, override, url, limit)
-    source = post.summary or plain_text(post.body_html, chars=limit * 4)
+    source = post.summary or plain_text(post.body_html)
     text, used = fit(net, title=post.title, source=source, tags=tags, url=url, limit=limit,
                      language=config.site.locale.split("_")[0])
     return _snippet(net, text, url, limit, used)
@@ -47,13 +47,23 @@ def snippet(post: Post, network: str, config: Config, *, channel: str | None = N
 
 def _override(post: Post, net: Network, text: str, url: str, limit: int) -> Snippet:
     text = text.strip()
-    if post.canonical_url not in text:
-        text = f"{text}\n\n{net.link_text(url)}"
+    shown = net.link_text(url)
+    found = _find_canonical(text, post.canonical_url)
+    # Where the author placed the link, tag it (and shorten it where the network does).
+    text = text[:found[0]] + shown + text[found[1]:] if found else f"{text}\n\n{shown}"
     length = net.count(text)
     if length > limit:
         raise RenderError(f"{post.path}: social.{net.name}: the override is {length} long "
                           f"as {net.name} counts it; the limit is {limit}. Shorten it.")
     return _snippet(net, text, url, limit, ())
+
+
+def _find_canonical(text: str, canonical: str) -> tuple[int, int] | None:
+    """Where the canonical URL stands as a whole word of `text` (not as the start of a longer URL)."""
+    for m in regex.finditer(r"\S+", text):
+        if m.group().rstrip(".,;:!?)»”’") in (canonical, canonical.rstrip("/")):
+            return m.start(), m.start() + len(m.group().rstrip(".,;:!?)»”’"))
+    return None
 
 
 def _snippet(net: Network, text: str, url: str, limit: int, tags: Sequence[str]) -> Snippet:
@@ -71,10 +81,15 @@ def hashtags(tags: Sequence[str]) -> list[str]:
         words = [w for w in _NOT_HASHTAG.split(tag) if w]
         if not words or not any(ch.isalpha() for w in words for ch in w):
             continue
-        word = words[0] if len(words) == 1 else "".join(w[:1].upper() + w[1:] for w in words)
-        if f"#{word}" not in out:
+        word = words[0] if len(words) == 1 else "".join(_capitalized(w) for w in words)
+        if f"#{word}".casefold() not in {t.casefold() for t in out}:   # networks ignore case
             out.append(f"#{word}")
     return out
+
+
+def _capitalized(word: str) -> str:
+    first = word[:1].upper()
+    return (first if len(first) == 1 else word[:1]) + word[1:]     # "ß".upper() is "SS"
 
 
 def fit(net: Network, *, title: str, source: str, tags: Sequence[str], url: str, limit: int,
@@ -90,7 +105,7 @@ def fit(net: Network, *, title: str, source: str, tags: Sequence[str], url: str,
     def fits(text: str) -> bool:
         return net.count(text) <= limit
 
-    cuts = excerpt_cuts(source, language)
+    cuts = excerpt_cuts(source, language, chars=limit * 4)
     for n in range(len(tags), -1, -1):
         excerpt = _longest(cuts, lambda e, n=n: fits(layout(title, e, tags[:n])))
         if excerpt:

@@ -164,28 +164,28 @@ def html_to_text(html: str, *, width: int = WIDTH) -> str:
 
 
 def first_sentence(html: str, language: str = "en") -> str:
-    """The first sentence of the running text of `html` (a preheader for a post with no summary)."""
-    from pipeline.render.cutting import sentence_ends  # pysbd loads lazily
+    """The first sentence of the running text of `html` (a preheader for a post with no summary);
+    the start of it, with "…", when it runs past 400 characters."""
+    from pipeline.render.cutting import ELLIPSIS, sentence_ends, window  # pysbd loads lazily
 
     # A preheader shows ~100 characters; segmenting more of a long post is wasted work.
-    text = plain_text(html, chars=400)
-    return text[: sentence_ends(text, language)[0]].strip() if text else ""
+    head, cut_short = window(plain_text(html), 400)
+    if not head:
+        return ""
+    end = sentence_ends(head, language)[0]
+    return head[:end].strip() + (ELLIPSIS if cut_short and end == len(head) else "")
 
 
-def plain_text(html: str, *, chars: int | None = None) -> str:
+def plain_text(html: str) -> str:
     """The running text of the paragraphs and list items of `html`, whitespace collapsed,
-    without link references (the source of excerpts and preheaders). `chars` bounds the
-    result, cut at a word boundary, so long posts stay cheap to segment."""
+    without link references (the source of excerpts and preheaders)."""
     builder = _TreeBuilder()
     builder.feed(html)
     builder.close()
     renderer = _Renderer(10**9)
     paragraphs = [" ".join(renderer.inline(n.children).split())
                   for n in _find_all(builder.root, {"p", "li"})]
-    text = " ".join(p for p in paragraphs if p) or " ".join(renderer.inline([builder.root]).split())
-    if chars is not None and len(text) > chars:
-        text = text[:chars].rsplit(" ", 1)[0]
-    return text
+    return " ".join(p for p in paragraphs if p) or " ".join(renderer.inline([builder.root]).split())
 
 
 def _find_all(node: _Node, tags: set[str]) -> list[_Node]:
