@@ -23,6 +23,10 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pipeline check
 	$(BIN)/pipeline preview
+	$(BIN)/pipeline subscribers import docs/examples/subscribers.csv
+	$(BIN)/pipeline publish
+	$(BIN)/pipeline status
+	@echo "Previews: out/preview/<slug>/  Sent (outbox): out/outbox/mail, out/outbox/social.jsonl, out/outbox/articles/"
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check pipeline tests bench
@@ -33,6 +37,12 @@ golden: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py
+	@command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || { \
+	  echo "installing Debian's postfix for smtp-sink (not configured, not started)"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null || \
+	  echo "warning: could not install postfix; bench/send.py falls back to aiosmtpd"; }
+	$(BIN)/python bench/send.py --n $(or $(N),100000)
 
 clean:
 	rm -rf $(VENV) out state .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jinja2
 
 from pipeline.config import Config
+from pipeline.errors import PipelineError
 from pipeline.models import Problem
 from pipeline.preview import render_posts
 from pipeline.render.email import environment
@@ -26,6 +27,20 @@ def check_templates(config: Config) -> list[Problem]:
     return problems
 
 
+def check_channels(config: Config) -> list[Problem]:
+    """Every channel entry: a known type, valid settings, its environment variables set."""
+    from pipeline.channels import channel_settings
+
+    problems = []
+    for name in config.channels:
+        try:
+            channel_settings(config, name)
+        except PipelineError as exc:
+            problems += [Problem(where=line.split(": ", 1)[0], message=line.split(": ", 1)[-1])
+                         for line in str(exc).splitlines()]
+    return problems
+
+
 def check_all(config: Config) -> list[Problem]:
-    """Every problem in the templates and the posts (rendering each post fully)."""
-    return [*check_templates(config), *render_posts(config).problems]
+    """Every problem in the channels, the templates and the posts (rendering each post fully)."""
+    return [*check_channels(config), *check_templates(config), *render_posts(config).problems]

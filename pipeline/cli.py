@@ -9,21 +9,28 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
 from pipeline.models import Problem, Severity
 from pipeline.preview import Batch, render_posts, write_preview
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: file names, addresses and server replies are data, never rich markup.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+STYLES = {"error": "red", "warning": "yellow", "note": "yellow"}
+
+
+def say(kind: str, message: str, indent: str = "") -> None:
+    """One line on stderr: `error: ...` / `warning: ...`, the label coloured, the message verbatim."""
+    err.print(Text.assemble(indent, (f"{kind}:", STYLES[kind]), " ", message))
 
 
 def report(problems: list[Problem] | tuple[Problem, ...]) -> None:
     """Every problem on one line, errors in red, warnings in yellow."""
     for p in problems:
-        style = "red" if p.severity is Severity.ERROR else "yellow"
-        err.print(f"[{style}]{p.severity.value}:[/{style}] {p}", markup=True, highlight=False)
+        say(p.severity.value, str(p))
 
 
 class _Context:
@@ -91,13 +98,258 @@ def _preview_table(batch: Batch, config: Config) -> None:
     networks = [n for n, s in config.networks.items() if s.enabled]
     table = Table(show_lines=False)
     for column in ("post", "subject", "email", *networks, "lint"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column not in ("post", "subject"))
     for item in batch.rendered:
         lint = len(item.edition.lint)
         table.add_row(item.post.slug, item.edition.subject, f"{item.edition.size / 1000:.1f} KB",
                       *(f"{s.length}/{s.limit}" for s in item.snippets.values()),
                       f"{lint} warning(s)" if lint else "ok")
     out.print(table)
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage the subscriber list (in the state database)."""
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--resubscribe", is_flag=True, help="also reactivate addresses that unsubscribed")
+@click.pass_obj
+def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
+    """Import a CSV with columns email, name (optional), tags (optional)."""
+    from pipeline import subscribers as store
+    from pipeline.state import engine_for
+
+    result = store.import_csv(engine_for(obj.config), Path(csv_file), resubscribe=resubscribe)
+    for line, message in result.errors:
+        say("error", f"{csv_file}:{line}: {message}")
+    out.print(f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
+              f"{result.resubscribed} resubscribed, {result.kept_unsubscribed} kept unsubscribed, "
+              f"{len(result.errors)} rejected")
+    if result.errors:
+        sys.exit(1)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--resubscribe", is_flag=True, help="reactivate the address if it unsubscribed")
+@click.pass_obj
+def subscribers_add(obj: _Context, email: str, name: str | None, tags: tuple[str, ...],
+                    resubscribe: bool) -> None:
+    """Add (or update) one subscriber."""
+    from pipeline import subscribers as store
+    from pipeline.state import engine_for
+
+    try:
+        outcome = store.upsert(engine_for(obj.config), email, name, tags, resubscribe=resubscribe,
+                               source="cli")
+    except ValueError as exc:
+        raise PipelineError(f"{email}: {exc}") from None
+    out.print(f"{email}: {outcome.replace('_', ' ')}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--forget", is_flag=True, help="delete the address entirely instead of keeping it unsubscribed")
+@click.pass_obj
+def subscribers_remove(obj: _Context, email: str, forget: bool) -> None:
+    """Unsubscribe an address (kept so a re-import cannot resubscribe it), or --forget it."""
+    from pipeline import subscribers as store
+    from pipeline.state import engine_for
+
+    try:
+        done = (store.forget if forget else store.unsubscribe)(engine_for(obj.config), email)
+    except ValueError as exc:
+        raise PipelineError(f"{email}: {exc}") from None
+    if not done:
+        raise PipelineError(f"{email}: not a subscriber")
+    out.print(f"{email}: {'forgotten' if forget else 'unsubscribed'}")
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def subscribers_list(obj: _Context, status: str | None, as_json: bool) -> None:
+    """List subscribers."""
+    import json
+
+    from pipeline import subscribers as store
+    from pipeline.state import engine_for
+
+    rows = store.iter_subscribers(engine_for(obj.config), status=status)
+    if as_json:
+        out.print_json(json.dumps([{"email": s.email, "name": s.name, "tags": list(s.tags),
+                                    "status": s.status} for s in rows]))
+        return
+    table = Table("email", "name", "tags", "status")
+    for s in rows:
+        table.add_row(s.email, s.name or "", ", ".join(s.tags), s.status)
+    out.print(table)
+
+
+@subscribers.command("export")
+@click.argument("csv_file", type=click.Path(dir_okay=False), required=False)
+@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None)
+@click.pass_obj
+def subscribers_export(obj: _Context, csv_file: str | None, status: str | None) -> None:
+    """Write subscribers as CSV to CSV_FILE (default: standard output)."""
+    from pipeline import subscribers as store
+    from pipeline.state import engine_for
+
+    engine = engine_for(obj.config)
+    if csv_file:
+        with open(csv_file, "w", encoding="utf-8", newline="") as f:
+            count = store.export_csv(engine, f, status=status)
+        err.print(f"{count} subscriber(s) written to {csv_file}")
+    else:
+        store.export_csv(engine, sys.stdout, status=status)
+
+
+@cli.command()
+@click.argument("slugs", nargs=-1)
+@click.option("--channel", "channels", multiple=True, help="channel name (repeatable; default: all)")
+@click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
+@click.pass_obj
+def publish(obj: _Context, slugs: tuple[str, ...], channels: tuple[str, ...], dry_run: bool) -> None:
+    """Send the given posts (default: the newest) to the channels. Safe to run twice."""
+    from pipeline.publish import publish as run_publish
+
+    with _progress() as progress:
+        reports = run_publish(obj.config, slugs=slugs, channels=channels, dry_run=dry_run,
+                              progress=progress)
+    sys.exit(_summary(reports))
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    """A rich progress bar fed by the publisher's progress callback (one task per channel)."""
+    import contextlib
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} failed {task.fields[failed]}"),
+                   TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(report) -> None:  # type: ignore[no-untyped-def]
+        if report.channel not in tasks:
+            tasks[report.channel] = bar.add_task(report.channel, total=report.total or None, sent=0,
+                                                 failed=0, rate="")
+        done = report.sent + report.failed + report.deferred + report.unknown
+        task = bar.tasks[tasks[report.channel]]
+        rate = f"{done / task.elapsed:.0f}/s" if task.elapsed else ""
+        bar.update(tasks[report.channel], completed=done, total=report.total or None, sent=report.sent,
+                   failed=report.failed + report.unknown, rate=rate)
+
+    @contextlib.contextmanager
+    def run():  # type: ignore[no-untyped-def]
+        with bar:
+            yield update
+
+    return run()
+
+
+def _summary(reports) -> int:  # type: ignore[no-untyped-def]
+    """Print what each channel did; the exit code: 1 if anything failed or a channel stopped."""
+    code = 0
+    for r in reports:
+        editions = ", ".join(r.editions)
+        if r.error:
+            say("error", r.error)
+            code = 1
+        if r.total == 0 and not r.error:
+            out.print(f"{r.channel}: nothing to send for {editions}"
+                      f" ({r.already_sent} already sent)")
+            continue
+        out.print(f"{r.channel}: {r.sent} sent, {r.failed} failed, {r.unknown} unknown, "
+                  f"{r.deferred} deferred, {r.already_sent} already sent"
+                  + (f", {r.resent} resent after an interruption" if r.resent else "")
+                  + f" ({editions})")
+        for message in r.errors[:5]:
+            say("note", message, indent="  ")
+        if r.failed or r.unknown:
+            code = 1
+    return code
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="show the dry-run ledger instead")
+@click.pass_obj
+def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
+    """Per post and channel: counts by status, resends, last errors, remote ids."""
+    import json
+
+    from pipeline.ledger import Ledger
+    from pipeline.state import engine_for
+
+    ledger = Ledger(engine_for(obj.config))
+    rows = ledger.counts(dry_run=dry_run)
+    ledger.close()
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    if not rows:
+        out.print("The ledger is empty: nothing has been sent yet.")
+        return
+    table = Table("post", "channel", "sent", "pending", "sending", "failed", "unknown", "resent")
+    table.columns[0].no_wrap = True
+    for r in rows:
+        c = r["counts"]
+        table.add_row(str(r["edition"]), str(r["channel"]),
+                      *(str(c.get(s, 0)) for s in ("sent", "pending", "sending", "failed", "unknown")),
+                      str(r["resends"]))
+    out.print(table)
+    for r in rows:
+        for e in r["errors"]:
+            say("note", f"{e['key']} ({e['status']}): {e['error']}")
+        for m in r["remote"]:
+            out.print(f"{m['key']}: {m['url'] or m['id']}")
+
+
+@cli.command()
+@click.option("--failed", is_flag=True, help="retry deliveries that failed")
+@click.option("--unknown", is_flag=True, help="retry deliveries whose outcome is unknown")
+@click.option("--channel", "channels", multiple=True)
+@click.option("--dry-run", is_flag=True)
+@click.pass_obj
+def retry(obj: _Context, failed: bool, unknown: bool, channels: tuple[str, ...], dry_run: bool) -> None:
+    """Re-attempt what the ledger holds as pending (and, when asked, failed or unknown)."""
+    from pipeline.publish import retry as run_retry
+
+    with _progress() as progress:
+        reports = run_retry(obj.config, failed=failed, unknown=unknown, channels=channels,
+                            dry_run=dry_run, progress=progress)
+    if not reports:
+        out.print("Nothing to retry.")
+        return
+    sys.exit(_summary(reports))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.pass_obj
+def serve(obj: _Context, host: str, port: int) -> None:
+    """Serve the one-click unsubscribe endpoints (POST/GET /unsubscribe/TOKEN)."""
+    import uvicorn
+
+    from pipeline.web import create_app
+
+    out.print(f"Serving unsubscribe endpoints on http://{host}:{port}/unsubscribe/…")
+    uvicorn.run(create_app(obj.config), host=host, port=port, log_level="info")
 
 
 def main() -> None:
@@ -112,5 +364,5 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except PipelineError as exc:
         for line in str(exc).splitlines():
-            err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            say("error", line)
         sys.exit(1)

@@ -200,7 +200,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{cfg_path}:{mark.line + 1}" if mark else str(cfg_path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        hint = ('; inside { } write "${NAME}" in quotes' if "${" in line and "{" in line.split("${")[0]
+                else "")
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}){hint}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path}: must be a mapping of keys such as site:, posts:, channels:")
     lines = _key_lines(node)

@@ -28,9 +28,11 @@ class ChannelError(PipelineError):
     """A send failed. `retryable` tells the orchestrator whether another attempt may succeed."""
 
     def __init__(self, message: str, *, retryable: bool, unknown: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, fatal: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        # The channel cannot work at all (unreachable, bad credentials): stop it, send nothing more.
+        self.fatal = fatal
         # The request may have reached the remote side: the outcome is not known.
         self.unknown = unknown
         self.retry_after = retry_after

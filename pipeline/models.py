@@ -122,3 +122,54 @@ class Rendered:
     edition: Edition
     snippets: Mapping[str, Snippet]
     footer: Footer
+
+
+class Status(StrEnum):
+    """A delivery's state in the ledger."""
+
+    PENDING = "pending"     # planned, not yet attempted (or deferred to `next_attempt_at`)
+    SENDING = "sending"     # intent written; the result is not yet known
+    SENT = "sent"
+    FAILED = "failed"       # permanent: will not be retried unless asked (`pipeline retry --failed`)
+    UNKNOWN = "unknown"     # the request may have reached the remote side; not retried blindly
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipient:
+    """A subscriber as the email channel needs it."""
+
+    email: str
+    name: str | None
+    uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """One send: a deterministic `key`, the channel it goes through, and what it carries."""
+
+    key: str
+    channel: str
+    edition: str                  # the post slug (or digest id) this delivery belongs to
+    kind: str                     # "email" | "social" | "article"
+    recipient: str | None = None  # the address, for email
+    network: str | None = None    # the snippet's network, for social
+    part: int = 0                 # part number within a thread (0: not a thread)
+    message: bytes | None = None  # the complete RFC 5322 message, for email
+    envelope_from: str | None = None
+    snippet: Snippet | None = None
+    rendered: Rendered | None = None
+    reply_to_remote: str | None = None   # a thread's previous part, for chained replies
+
+    def __post_init__(self) -> None:
+        if self.kind == "email" and (self.message is None or not self.recipient):
+            raise ValueError(f"{self.key}: an email delivery needs a message and a recipient")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt:
+    """The remote side's answer to a successful send."""
+
+    key: str
+    remote_id: str | None = None  # Message-ID, post id
+    url: str | None = None        # where the post can be seen
+    detail: str | None = None     # the server's reply, for the log

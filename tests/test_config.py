@@ -223,3 +223,13 @@ def test_missing_env_variable_does_not_hide_other_errors(project, monkeypatch):
     message = _error(cfg)
     assert "PIPELINE_TEST_MISSING" in message
     assert "utm.enabld: unknown key" in message
+
+
+def test_unquoted_env_reference_in_a_flow_mapping_gets_a_hint(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("site: {name: S, url: https://example.com}\n"
+                    "channels:\n  x: {type: x, consumer_key: ${X_API_KEY}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}:3: not valid YAML")
+    assert 'inside { } write "${NAME}" in quotes' in str(err.value)

@@ -1,0 +1,312 @@
+"""The orchestrator: for each channel and post, plan deliveries in the ledger, skip what is
+already sent, write the intent, send through the channel, record the receipt.
+
+The ledger, not the caller, is what prevents a double send: running `publish` twice sends nothing
+the second time, and a run killed half-way resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from pipeline.channels import Channel, build_channel
+from pipeline.config import Config
+from pipeline.content import load_posts
+from pipeline.errors import ChannelError, PipelineError
+from pipeline.ledger import Ledger
+from pipeline.models import Delivery, Recipient, Rendered, Status
+from pipeline.plan import article_key, key_prefix, select_posts, social_key
+from pipeline.preview import render_post
+from pipeline.render.email import render_edition
+from pipeline.render.mime import MessageTemplate
+from pipeline.state import engine_for
+from pipeline.subscribers import state_secret, token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ChannelReport:
+    """What one channel did in one run."""
+
+    channel: str
+    editions: list[str] = field(default_factory=list)
+    sent: int = 0
+    already_sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    resent: int = 0             # rows a crash left `sending`, resent (or marked unknown) now
+    total: int = 0              # deliveries due in this run
+    error: str | None = None    # the channel stopped (unreachable, login refused, ...)
+    errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, what: str, error: str | None = None) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+            if error and len(self.errors) < 20:
+                self.errors.append(error)
+
+
+Progress = Callable[[ChannelReport], None]
+
+
+def publish(config: Config, *, slugs: Sequence[str] = (), channels: Sequence[str] = (),
+            dry_run: bool = False, now: datetime | None = None, progress: Progress | None = None,
+            stop: threading.Event | None = None) -> list[ChannelReport]:
+    """Send the given posts (default: the newest) to the given channels (default: all)."""
+    now = now or datetime.now(UTC)
+    loaded = load_posts(config)
+    posts = select_posts(loaded.posts, slugs, now)
+    rendered = [render_post(p, config) for p in posts]
+    return [publish_rendered(config, rendered, name, dry_run=dry_run, now=now, progress=progress,
+                             stop=stop) for name in (channels or list(config.channels))]
+
+
+def retry(config: Config, *, failed: bool = False, unknown: bool = False, channels: Sequence[str] = (),
+          dry_run: bool = False, progress: Progress | None = None) -> list[ChannelReport]:
+    """Re-attempt pending deliveries (and failed / unknown ones when asked), per channel."""
+    ledger = Ledger(engine_for(config))
+    try:
+        statuses = [s for s, wanted in ((Status.FAILED, failed), (Status.UNKNOWN, unknown)) if wanted]
+        for name in channels or [None]:
+            if statuses:
+                ledger.reset(statuses, channel=name, dry_run=dry_run)
+        todo = ledger.pending_editions(dry_run=dry_run)
+    finally:
+        ledger.close()
+    posts = {p.slug: p for p in load_posts(config).posts}
+    reports = []
+    now = datetime.now(UTC)
+    for name, editions in todo.items():
+        if channels and name not in channels:
+            continue
+        rendered = [render_post(posts[e], config) for e in editions if e in posts]
+        reports.append(publish_rendered(config, rendered, name, dry_run=dry_run, now=now,
+                                        progress=progress))
+    return reports
+
+
+def publish_rendered(config: Config, rendered: Sequence[Rendered], name: str, *, dry_run: bool,
+                     now: datetime, progress: Progress | None = None,
+                     stop: threading.Event | None = None) -> ChannelReport:
+    """Push rendered posts through the channel `name`. A channel that fails is reported, never
+    raised: one channel failing never stops the others."""
+    report = ChannelReport(channel=name, editions=[r.post.slug for r in rendered])
+    try:
+        channel = build_channel(config, name, dry_run=dry_run)
+    except PipelineError as exc:
+        report.error = str(exc)
+        return report
+    ledger = Ledger(engine_for(config))
+    try:
+        report.resent = ledger.recover(name, rule=channel.crash_rule, dry_run=dry_run)
+        for item in rendered:
+            deliveries = _plan(config, channel, item, ledger, report, dry_run=dry_run, now=now)
+            _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event())
+            if report.error:
+                break
+    finally:
+        channel.close()
+        ledger.close()
+    return report
+
+
+def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, report: ChannelReport,
+          *, dry_run: bool, now: datetime) -> Iterator[Delivery]:
+    """Planned rows in the ledger, then the deliveries still due, streamed."""
+    slug = item.post.slug
+    before = _count(ledger, channel.name, slug, dry_run)
+    if "email" in channel.kinds:
+        ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
+                               key_prefix=key_prefix(channel.name, slug, dry_run=dry_run))
+    if "social" in channel.kinds:
+        for network in _networks(channel, item):
+            ledger.plan(key=social_key(channel.name, slug, network, dry_run=dry_run),
+                        channel=channel.name, edition=slug, kind="social", network=network,
+                        dry_run=dry_run)
+    if "article" in channel.kinds:
+        ledger.plan(key=article_key(channel.name, slug, dry_run=dry_run), channel=channel.name,
+                    edition=slug, kind="article", dry_run=dry_run)
+    counts = _count(ledger, channel.name, slug, dry_run)
+    report.already_sent += before.get(Status.SENT, 0)
+    report.total += counts.get(Status.PENDING, 0)
+    if "email" in channel.kinds:
+        yield from _emails(config, channel, item, ledger, dry_run=dry_run, now=now)
+    for row in ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run,
+                           due=now):
+        if row.kind == "social" and row.network in item.snippets:
+            yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="social",
+                           network=row.network, snippet=item.snippets[row.network], rendered=item)
+        elif row.kind == "article":
+            yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="article",
+                           rendered=item)
+
+
+def _networks(channel: Channel, item: Rendered) -> list[str]:
+    network = getattr(channel, "network", None)
+    return [network] if network else list(item.snippets)
+
+
+def _count(ledger: Ledger, channel: str, edition: str, dry_run: bool) -> dict[str, int]:
+    for row in ledger.counts(dry_run=dry_run):
+        if row["channel"] == channel and row["edition"] == edition:
+            return dict(row["counts"])  # type: ignore[call-overload]
+    return {}
+
+
+def _emails(config: Config, channel: Channel, item: Rendered, ledger: Ledger, *, dry_run: bool,
+            now: datetime) -> Iterator[Delivery]:
+    """Email deliveries for the pending recipients: the edition compiled and serialized once,
+    each message filled in for its recipient."""
+    edition = render_edition(item.post, config, channel=channel.name)
+    sender = getattr(channel, "sender", config.sender)
+    template = MessageTemplate(edition, sender=sender, domain=_domain(sender, config), date=now,
+                               reply_to=getattr(channel, "reply_to", config.email.reply_to))
+    unsubscribe = config.unsubscribe
+    secret = (unsubscribe.secret.get_secret_value() if unsubscribe.secret
+              else state_secret(ledger.engine))
+    envelope_from = _address(sender)
+    for key, recipient in ledger.pending_recipients(channel=channel.name, edition=item.post.slug,
+                                                    dry_run=dry_run):
+        url = f"{unsubscribe.base_url}/unsubscribe/{token(recipient.uid, recipient.email, secret)}"
+        yield Delivery(key=key, channel=channel.name, edition=item.post.slug, kind="email",
+                       recipient=recipient.email, envelope_from=envelope_from,
+                       message=template.render(to=recipient.email, values=_values(config, recipient, url),
+                                               list_unsubscribe=_list_unsubscribe(config, url, recipient)))
+
+
+def _values(config: Config, recipient: Recipient, url: str) -> dict[str, str]:
+    return {"name": recipient.name or config.email.name_fallback, "email": recipient.email,
+            "unsubscribe_url": url}
+
+
+def _list_unsubscribe(config: Config, url: str, recipient: Recipient) -> str:
+    targets = [f"<{url}>"]
+    if config.unsubscribe.mailto:
+        tok = url.rsplit("/", 1)[-1]
+        targets.append(f"<mailto:{config.unsubscribe.mailto}?subject=unsubscribe%20{tok}>")
+    return ", ".join(targets)
+
+
+def _address(sender: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(sender)[1] or sender
+
+
+def _domain(sender: str, config: Config) -> str:
+    address = _address(sender)
+    return address.rpartition("@")[2] or config.site.host
+
+
+def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, report: ChannelReport,
+              progress: Progress | None, stop: threading.Event) -> None:
+    """Send with `channel.concurrency` worker threads fed through a small queue: deliveries are
+    built only a little ahead of the sends, so memory stays flat however many there are."""
+    work: queue.Queue[Delivery | None] = queue.Queue(maxsize=channel.concurrency * 4)
+    fatal = threading.Event()
+    tick = _Ticker(progress, report)
+    retrying = _retrying(channel)
+
+    def worker() -> None:
+        while (delivery := work.get()) is not None:
+            if not fatal.is_set():
+                _deliver(channel, delivery, ledger, report, fatal, retrying)
+                tick()
+
+    threads = [threading.Thread(target=worker, name=f"send-{channel.name}-{i}", daemon=True)
+               for i in range(channel.concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        for delivery in deliveries:
+            if stop.is_set() or fatal.is_set():
+                break
+            work.put(delivery)
+    finally:
+        for _ in threads:
+            work.put(None)
+        for t in threads:
+            t.join()
+        tick(force=True)
+
+
+class _Ticker:
+    """Calls the progress callback at most ten times a second (it redraws a terminal)."""
+
+    def __init__(self, progress: Progress | None, report: ChannelReport) -> None:
+        self.progress, self.report, self.next = progress, report, 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        if self.progress and (force or time.monotonic() >= self.next):
+            self.next = time.monotonic() + 0.1
+            self.progress(self.report)
+
+
+def _deliver(channel: Channel, delivery: Delivery, ledger: Ledger, report: ChannelReport,
+             fatal: threading.Event, retrying: Retrying) -> None:
+    if not ledger.begin(delivery.key):
+        return
+    try:
+        try:
+            receipt = channel.send(delivery)
+        except ChannelError as exc:
+            if not _retryable(exc):
+                raise
+            receipt = retrying(channel.send, delivery)   # the slow path: backoff and jitter
+    except ChannelError as exc:
+        _record_failure(channel, delivery, ledger, report, exc, fatal)
+    except Exception as exc:   # a bug, not a user's mistake: keep the row, log the traceback
+        log.exception("%s: unexpected error sending %s", channel.name, delivery.key)
+        ledger.fail(delivery.key, f"internal error: {exc!r}", status=Status.UNKNOWN)
+        report.add("unknown", f"{delivery.key}: internal error: {exc!r}")
+    else:
+        ledger.succeed(receipt)
+        report.add("sent")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ChannelError) and exc.retryable and not exc.fatal and exc.retry_after is None
+
+
+def _retrying(channel: Channel) -> Retrying:
+    """Retries after a first temporary failure: `retries` more attempts, exponential backoff
+    from `retry_wait` seconds with as much jitter, at most a minute apart."""
+    settings = getattr(channel, "settings", None)
+    first = getattr(settings, "retry_wait", 2.0)
+    return Retrying(retry=retry_if_exception(_retryable),
+                    stop=stop_after_attempt(getattr(settings, "retries", 3)),
+                    wait=wait_exponential_jitter(multiplier=first, max=max(first, 60), jitter=first),
+                    reraise=True)
+
+
+def _record_failure(channel: Channel, delivery: Delivery, ledger: Ledger, report: ChannelReport,
+                    exc: ChannelError, fatal: threading.Event) -> None:
+    message = f"{delivery.key}: {exc}"
+    if exc.fatal:
+        ledger.release(delivery.key, str(exc))
+        if not fatal.is_set():
+            fatal.set()
+            report.error = f"channel {channel.name}: {exc}"
+        return
+    if exc.retry_after is not None:
+        ledger.release(delivery.key, str(exc), until=datetime.now(UTC) + timedelta(seconds=exc.retry_after))
+        report.add("deferred", message)
+    elif exc.unknown:
+        ledger.fail(delivery.key, str(exc), status=Status.UNKNOWN)
+        report.add("unknown", message)
+    else:
+        ledger.fail(delivery.key, str(exc))
+        report.add("failed", message)
+    log.warning("%s: %s", channel.name, message)
+

@@ -1,0 +1,107 @@
+"""A real SMTP server for tests: aiosmtpd on a free loopback port, recording what it accepts.
+
+Behaviour is programmable per recipient: temporary (4xx) or permanent (5xx) refusals, and
+dropping the connection in the middle of a message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Behaviour:
+    """What the server does. Counters are per recipient address."""
+
+    temporary: dict[str, int] = field(default_factory=dict)   # address -> how many 451s first
+    always_temporary: set[str] = field(default_factory=set)
+    permanent: set[str] = field(default_factory=set)          # 550 at RCPT
+    drop_once: set[str] = field(default_factory=set)          # close the connection at DATA, once
+
+
+class _Handler:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        if address in self.sink.behaviour.permanent:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        sink, b = self.sink, self.sink.behaviour
+        rcpt = envelope.rcpt_tos[0]
+        with sink.lock:
+            sink.attempts[rcpt] += 1
+            if rcpt in b.drop_once:
+                b.drop_once.discard(rcpt)
+                server.transport.close()
+                return "421 closing"
+            if rcpt in b.always_temporary or b.temporary.get(rcpt, 0) > 0:
+                if rcpt in b.temporary:
+                    b.temporary[rcpt] -= 1
+                return "451 4.3.0 Temporary local problem, try again later"
+            sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 Ok: queued"
+
+
+class Sink:
+    """Start with `Sink(...).start()`; `stop()` in teardown."""
+
+    def __init__(self, **smtp_kwargs: Any) -> None:
+        self.port = free_port()
+        self.behaviour = Behaviour()
+        self.received: list[Received] = []
+        self.attempts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+                                     **smtp_kwargs)
+
+    def start(self) -> Sink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def recipients(self) -> Counter[str]:
+        with self.lock:
+            return Counter(r for m in self.received for r in m.rcpt_tos)
+
+
+def password_checker(username: str, password: str):  # type: ignore[no-untyped-def]
+    """An aiosmtpd authenticator accepting exactly one username/password."""
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == username.encode() \
+            and auth_data.password == password.encode()
+        return AuthResult(success=ok, handled=False)
+
+    return authenticator
