@@ -55,6 +55,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Newsletter and social-post publishing pipeline."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # HTTP client libraries log each request URL at INFO; webhook URLs are secrets. Only -vv.
+    for noisy in ("httpx", "httpcore", "urllib3", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING) if verbose < 2 else level)
     ctx.obj = _Context(config_path)
 
 

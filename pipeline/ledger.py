@@ -251,6 +251,15 @@ class Ledger:
                 return
             last = rows[-1].key
 
+    def edition_counts(self, *, channel: str, edition: str, dry_run: bool = False) -> dict[str, int]:
+        """Status -> count for one channel and edition (a range of the primary key)."""
+        start = key_prefix(channel, edition, dry_run=dry_run)
+        query = (select(deliveries.c.status, func.count().label("n"))
+                 .where(deliveries.c.key > start, deliveries.c.key < start + "\U0010ffff")
+                 .group_by(deliveries.c.status))
+        with self.engine.connect() as conn:
+            return {row.status: row.n for row in conn.execute(query)}
+
     def pending_editions(self, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Channel -> editions that have pending rows."""
         query = (select(deliveries.c.channel, deliveries.c.edition).distinct()

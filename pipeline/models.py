@@ -102,7 +102,7 @@ class Snippet:
     text: str
     length: int
     limit: int
-    link: Link
+    link: Link | None             # None for a thread part that does not carry the link
     tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -111,7 +111,7 @@ class Snippet:
 
     def as_json(self) -> dict[str, object]:
         return {"text": self.text, "length": self.length, "limit": self.limit,
-                "link": self.link.uri, "tags": list(self.tags)}
+                "link": self.link.uri if self.link else None, "tags": list(self.tags)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +122,12 @@ class Rendered:
     edition: Edition
     snippets: Mapping[str, Snippet]
     footer: Footer
+    # For a post with `social: {thread: true}`: per network, the parts of the thread in order.
+    threads: Mapping[str, tuple[Snippet, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def parts(self, network: str) -> tuple[Snippet, ...]:
+        """What a network channel posts for this post: the thread's parts, or the one snippet."""
+        return self.threads.get(network) or ((self.snippets[network],) if network in self.snippets else ())
 
 
 class Status(StrEnum):
@@ -159,6 +165,7 @@ class Delivery:
     snippet: Snippet | None = None
     rendered: Rendered | None = None
     reply_to_remote: str | None = None   # a thread's previous part, for chained replies
+    thread_root_remote: str | None = None  # a thread's first part
 
     def __post_init__(self) -> None:
         if self.kind == "email" and (self.message is None or not self.recipient):

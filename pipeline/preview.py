@@ -20,7 +20,7 @@ from pipeline.models import Post, Problem, Rendered, Severity
 from pipeline.render.email import render_edition
 from pipeline.render.mime import build_message
 from pipeline.render.personalize import Fill
-from pipeline.render.social import snippets
+from pipeline.render.social import snippets, threads
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def render_post(post: Post, config: Config) -> Rendered:
     """Email edition, snippets and footer of one post. Raises PipelineError."""
     edition = render_edition(post, config)
     return Rendered(post=post, edition=edition, snippets=snippets(post, config),
-                    footer=footer(post, config))
+                    footer=footer(post, config), threads=threads(post, config))
 
 
 def render_posts(config: Config, slugs: Sequence[str] = ()) -> Batch:
@@ -85,7 +85,9 @@ def write_preview(item: Rendered, config: Config, out: Path, *, now: datetime | 
                             domain=config.site.host, date=now or datetime.now(UTC),
                             reply_to=config.email.reply_to)
     (folder / "email.eml").write_bytes(bytes(message))
-    snippets_json = {name: s.as_json() for name, s in item.snippets.items()}
+    snippets_json = {name: {**s.as_json(), **({"thread": [p.as_json() for p in item.threads[name]]}
+                                              if name in item.threads else {})}
+                     for name, s in item.snippets.items()}
     (folder / "snippets.json").write_text(
         json.dumps(snippets_json, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s", folder)

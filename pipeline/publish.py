@@ -7,6 +7,7 @@ the second time, and a run killed half-way resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,11 +23,12 @@ from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.errors import ChannelError, PipelineError
 from pipeline.ledger import Ledger
-from pipeline.models import Delivery, Recipient, Rendered, Status
+from pipeline.models import Delivery, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 from pipeline.preview import render_post
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate
+from pipeline.render.social import snippet, thread
 from pipeline.state import engine_for
 from pipeline.subscribers import state_secret, token
 
@@ -125,43 +127,51 @@ def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, repo
           *, dry_run: bool, now: datetime) -> Iterator[Delivery]:
     """Planned rows in the ledger, then the deliveries still due, streamed."""
     slug = item.post.slug
-    before = _count(ledger, channel.name, slug, dry_run)
+    before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     if "email" in channel.kinds:
         ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
                                key_prefix=key_prefix(channel.name, slug, dry_run=dry_run))
     if "social" in channel.kinds:
         for network in _networks(channel, item):
-            ledger.plan(key=social_key(channel.name, slug, network, dry_run=dry_run),
-                        channel=channel.name, edition=slug, kind="social", network=network,
-                        dry_run=dry_run)
+            for part, _ in _numbered_parts(config, channel, item, network):
+                ledger.plan(key=social_key(channel.name, slug, network, part, dry_run=dry_run),
+                            channel=channel.name, edition=slug, kind="social", network=network,
+                            part=part, dry_run=dry_run)
     if "article" in channel.kinds:
         ledger.plan(key=article_key(channel.name, slug, dry_run=dry_run), channel=channel.name,
                     edition=slug, kind="article", dry_run=dry_run)
-    counts = _count(ledger, channel.name, slug, dry_run)
+    counts = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     report.already_sent += before.get(Status.SENT, 0)
     report.total += counts.get(Status.PENDING, 0)
     if "email" in channel.kinds:
         yield from _emails(config, channel, item, ledger, dry_run=dry_run, now=now)
-    for row in ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run,
-                           due=now):
-        if row.kind == "social" and row.network in item.snippets:
+    rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
+    by_network = {n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
+    for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):   # thread parts in order
+        parts = by_network.get(row.network or "", {}) if row.kind == "social" else {}
+        if row.part in parts:
             yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="social",
-                           network=row.network, snippet=item.snippets[row.network], rendered=item)
+                           network=row.network, part=row.part, snippet=parts[row.part], rendered=item)
         elif row.kind == "article":
             yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="article",
                            rendered=item)
 
 
+def _numbered_parts(config: Config, channel: Channel, item: Rendered,
+                    network: str) -> list[tuple[int, Snippet]]:
+    """(part number, snippet): 0 for a single post, 1..n for the parts of a thread. Rendered
+    again for this channel, so that its links carry `utm_source=<channel>`."""
+    if network not in item.snippets:
+        return []
+    post = item.post
+    parts = (thread(post, network, config, channel=channel.name) if post.thread
+             else (snippet(post, network, config, channel=channel.name),))
+    return [(0, parts[0])] if len(parts) == 1 else list(enumerate(parts, 1))
+
+
 def _networks(channel: Channel, item: Rendered) -> list[str]:
     network = getattr(channel, "network", None)
     return [network] if network else list(item.snippets)
-
-
-def _count(ledger: Ledger, channel: str, edition: str, dry_run: bool) -> dict[str, int]:
-    for row in ledger.counts(dry_run=dry_run):
-        if row["channel"] == channel and row["edition"] == edition:
-            return dict(row["counts"])  # type: ignore[call-overload]
-    return {}
 
 
 def _emails(config: Config, channel: Channel, item: Rendered, ledger: Ledger, *, dry_run: bool,
@@ -255,15 +265,16 @@ class _Ticker:
 
 def _deliver(channel: Channel, delivery: Delivery, ledger: Ledger, report: ChannelReport,
              fatal: threading.Event, retrying: Retrying) -> None:
+    if delivery.part > 1:
+        chained = _chain(delivery, ledger)
+        if chained is None:
+            report.add("deferred", f"{delivery.key}: waiting for the thread's previous part")
+            return
+        delivery = chained
     if not ledger.begin(delivery.key):
         return
     try:
-        try:
-            receipt = channel.send(delivery)
-        except ChannelError as exc:
-            if not _retryable(exc):
-                raise
-            receipt = retrying(channel.send, delivery)   # the slow path: backoff and jitter
+        receipt = _send(channel, delivery, retrying)
     except ChannelError as exc:
         _record_failure(channel, delivery, ledger, report, exc, fatal)
     except Exception as exc:   # a bug, not a user's mistake: keep the row, log the traceback
@@ -273,6 +284,40 @@ def _deliver(channel: Channel, delivery: Delivery, ledger: Ledger, report: Chann
     else:
         ledger.succeed(receipt)
         report.add("sent")
+
+
+def _send(channel: Channel, delivery: Delivery, retrying: Retrying) -> Receipt:
+    """One send with the channel's policy: temporary failures retried with backoff; a rate limit
+    whose reset is within `max_wait` seconds waited out (a few times at most); anything else
+    raised for the caller to record."""
+    max_wait = getattr(getattr(channel, "settings", None), "max_wait", 0)
+    for waits in range(4):
+        try:
+            try:
+                return channel.send(delivery)
+            except ChannelError as exc:
+                if not _retryable(exc):
+                    raise
+                return retrying(channel.send, delivery)   # the slow path: backoff and jitter
+        except ChannelError as exc:
+            if exc.retry_after is None or exc.retry_after > max_wait or waits == 3:
+                raise
+            log.info("%s: rate limited; waiting %.0f s as the network asks", channel.name,
+                     exc.retry_after)
+            time.sleep(exc.retry_after)
+    raise AssertionError("unreachable")
+
+
+def _chain(delivery: Delivery, ledger: Ledger) -> Delivery | None:
+    """A thread part with the remote ids of the thread's first and previous parts, or None while
+    the previous part is not sent (a reply needs something to reply to)."""
+    base = delivery.key.rsplit(":", 1)[0]
+    previous = ledger.get(base if delivery.part == 2 else f"{base}:{delivery.part - 1}")
+    root = ledger.get(base)
+    if previous is None or root is None or previous.status != Status.SENT:
+        return None
+    return dataclasses.replace(delivery, reply_to_remote=previous.remote_id,
+                               thread_root_remote=root.remote_id)
 
 
 def _retryable(exc: BaseException) -> bool:

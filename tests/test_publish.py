@@ -277,7 +277,7 @@ def test_unknown_channel_type_is_reported_and_other_channels_still_send(project,
     bad, good = publish(config)
     assert bad.channel == "bad"
     assert "carrier-pigeon" in bad.error
-    assert "known types: outbox, smtp" in bad.error
+    assert "known types: bluesky, devto, mastodon, outbox, smtp, webhook, x" in bad.error
     assert bad.sent == 0
     assert (good.channel, good.error, good.sent) == ("outbox", None, 7)
     assert len(_messages(outbox)) == 3
@@ -366,3 +366,20 @@ def test_message_template_headers_for_the_recipient(seed_edition):
     assert msg["Date"] == "Mon, 20 May 2024 12:00:00 +0000"
     assert b"List-Unsubscribe: <https://a.example/u/1>,\r\n <mailto:u@a.example>\r\n" in raw
 
+
+
+def test_dry_run_of_a_network_channel_needs_no_credentials_and_posts_only_its_network(project):
+    path = project / "config.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + (
+        "  x:\n    type: x\n    consumer_key: ${NO_X_KEY}\n    consumer_secret: ${NO_X_SECRET}\n"
+        "    access_token: ${NO_X_TOKEN}\n    access_token_secret: ${NO_X_TOKEN_SECRET}\n"
+        "  slack: {type: webhook, url: \"${NO_SLACK_URL}\", preset: slack, network: bluesky}\n"),
+        encoding="utf-8")
+    config = load_config(path)
+    reports = publish(config, slugs=["mood-journal"], channels=["x", "slack"], dry_run=True)
+    assert [(r.channel, r.sent, r.error) for r in reports] == [("x", 1, None), ("slack", 1, None)]
+    lines = [json.loads(line) for line in
+             (project / "out" / "outbox" / "social.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(line["channel"], line["network"]) for line in lines] == [("x", "x"), ("slack", "bluesky")]
+    assert all(line["key"].startswith("dry-run:") for line in lines)
+    assert "utm_source=x" in lines[0]["link"] and "utm_source=slack" in lines[1]["link"]

@@ -7,12 +7,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.channels.base import Channel, ChannelSettings
+from pipeline.channels.bluesky import Bluesky
+from pipeline.channels.devto import Devto
+from pipeline.channels.mastodon import Mastodon
 from pipeline.channels.outbox import Outbox
 from pipeline.channels.smtp import Smtp
+from pipeline.channels.webhook import Webhook
+from pipeline.channels.x import X
 from pipeline.config import Config, resolve_env
 from pipeline.errors import ConfigError
 
-CHANNELS: dict[str, Any] = {c.type: c for c in (Outbox, Smtp)}
+CHANNELS: dict[str, Any] = {c.type: c for c in (Outbox, Smtp, X, Mastodon, Bluesky, Webhook, Devto)}
 
 __all__ = ["CHANNELS", "Channel", "ChannelSettings", "build_channel", "channel_settings"]
 
@@ -46,7 +51,14 @@ def channel_settings(config: Config, name: str) -> tuple[Any, ChannelSettings]:
 def build_channel(config: Config, name: str, *, dry_run: bool = False) -> Channel:
     """The channel named `name`; with `dry_run`, an outbox that stands in for it (same name and
     kinds, so the plan is the same, but everything lands in the outbox folder)."""
-    cls, settings = channel_settings(config, name)
     if dry_run:
-        return Outbox.standing_in_for(name, cls.kinds, config)
+        # No settings are validated or secrets read: a dry run needs no credentials.
+        entry = config.channels.get(name)
+        if entry is None or entry.get("type") not in CHANNELS:
+            channel_settings(config, name)          # raises the error naming the problem
+        cls = CHANNELS[entry["type"]]
+        field = cls.Settings.model_fields.get("network")
+        network = entry.get("network") or getattr(cls, "network", None) or (field and field.default)
+        return Outbox.standing_in_for(name, cls.kinds, config, network=network)
+    cls, settings = channel_settings(config, name)
     return cls(name=name, settings=settings, config=config)

@@ -29,8 +29,9 @@ class Outbox:
     Settings = OutboxSettings
 
     def __init__(self, *, name: str, settings: OutboxSettings, config: Config,
-                 kinds: frozenset[str] | None = None) -> None:
+                 kinds: frozenset[str] | None = None, network: str | None = None) -> None:
         self.name = name
+        self.network = network        # standing in for one network's channel: only its snippets
         self.concurrency = 1
         self.folder = config.path(settings.path)
         if kinds is not None:
@@ -39,12 +40,14 @@ class Outbox:
         self._maildir: mailbox.Maildir | None = None
 
     @classmethod
-    def standing_in_for(cls, name: str, kinds: frozenset[str], config: Config) -> Outbox:
+    def standing_in_for(cls, name: str, kinds: frozenset[str], config: Config,
+                        network: str | None = None) -> Outbox:
         """An outbox named like another channel, for `--dry-run`: it writes to the configured
         outbox folder (the first `type: outbox` channel's path, else out/outbox)."""
         path = next((c.get("path", DEFAULT_PATH) for c in config.channels.values()
                      if c.get("type") == "outbox"), DEFAULT_PATH)
-        return cls(name=name, settings=OutboxSettings(path=path), config=config, kinds=kinds)
+        return cls(name=name, settings=OutboxSettings(path=path), config=config, kinds=kinds,
+                   network=network)
 
     def send(self, delivery: Delivery) -> Receipt:
         with self._lock:
@@ -68,7 +71,8 @@ class Outbox:
         assert snippet is not None
         line = {"key": delivery.key, "channel": self.name, "network": snippet.network,
                 "post": delivery.edition, "part": delivery.part, "text": snippet.text,
-                "length": snippet.length, "limit": snippet.limit, "link": snippet.link.uri,
+                "length": snippet.length, "limit": snippet.limit,
+                "link": snippet.link.uri if snippet.link else None,
                 "in_reply_to": delivery.reply_to_remote,
                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         path = self.folder / "social.jsonl"

@@ -18,6 +18,7 @@ from pipeline.models import Link, Post, Snippet
 from pipeline.networks import NETWORKS, Network
 from pipeline.render.cutting import excerpt_cuts, word_cuts
 from pipeline.render.text import plain_text
+from pipeline.render.thread import numbered, split_thread
 
 _NOT_HASHTAG = regex.compile(r"[^\p{L}\p{M}\p{N}_]+")
 
@@ -127,3 +128,29 @@ def _longest(candidates: Sequence[str], ok: Callable[[str], bool]) -> str | None
         else:
             hi = mid - 1
     return best
+
+
+def threads(post: Post, config: Config) -> dict[str, tuple[Snippet, ...]]:
+    """For a post that asks for a thread (`social: {thread: true}`), per enabled network: the
+    title, the summary or body (at most about ten parts of it) and the link, split into parts."""
+    if not post.thread:
+        return {}
+    return {name: thread(post, name, config)
+            for name, settings in config.networks.items() if settings.enabled}
+
+
+def thread(post: Post, network: str, config: Config, *, channel: str | None = None) -> tuple[Snippet, ...]:
+    """The parts of `post`'s thread on `network`, each a Snippet (the link is in the last)."""
+    net = NETWORKS[network]()
+    limit = config.network_limit(network)
+    url = tag_url(post.canonical_url, utm_params(config, channel or network, post.slug,
+                                                 SOCIAL_MEDIUM), config)
+    language = config.site.locale.split("_")[0]
+    # About ten parts at most: the longest start of the text that ends a sentence (else "…").
+    cuts = excerpt_cuts(post.summary or plain_text(post.body_html), language, chars=limit * 8)
+    body = cuts[-1] if cuts else ""
+    text = "\n\n".join(p for p in (post.title, body, net.link_text(url)) if p)
+    parts = numbered(split_thread(text, net.count, limit, language))
+    return tuple(_snippet(net, part, url, limit, ()) if i == len(parts) - 1
+                 else Snippet(network=network, text=part, length=net.count(part), limit=limit, link=None)
+                 for i, part in enumerate(parts))
