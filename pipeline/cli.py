@@ -355,6 +355,44 @@ def serve(obj: _Context, host: str, port: int) -> None:
     uvicorn.run(create_app(obj.config), host=host, port=port, log_level="info")
 
 
+@cli.command()
+@click.option("--next", "count", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="how many fire times per entry")
+@click.option("--from", "start", default=None, help="list fire times after this ISO-8601 time (with offset)")
+@click.option("--json", "as_json", is_flag=True, help='print [{"name": ..., "fires": [...]}]')
+@click.pass_obj
+def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> None:
+    """Each timetable entry's next fire times (its zone and UTC) and what it would send now."""
+    import json
+    from datetime import UTC, datetime
+
+    from pipeline.schedule import upcoming
+
+    after = None
+    if start:
+        try:
+            after = datetime.fromisoformat(start)
+        except ValueError:
+            raise PipelineError(f"--from {start!r}: not an ISO-8601 date-time "
+                                "(e.g. 2026-11-01T00:00:00-04:00)") from None
+        if after.tzinfo is None:
+            raise PipelineError(f"--from {start!r}: give an offset, e.g. {start}-05:00 or {start}Z")
+    items = upcoming(obj.config, after=after, count=count)
+    if as_json:
+        out.print_json(json.dumps([{"name": u.entry.name, "fires": [f.isoformat() for f in u.fires]}
+                                   for u in items]))
+        return
+    if not items:
+        out.print("The timetable is empty (config key `schedule:`).")
+        return
+    table = Table("entry", "edition", "channels", "next fires (local | UTC)", "would send now")
+    for u in items:
+        fires = "\n".join(f"{f.isoformat()} | {f.astimezone(UTC):%Y-%m-%d %H:%M}Z" for f in u.fires)
+        table.add_row(u.entry.name, u.entry.edition, ", ".join(u.entry.channels), fires,
+                      "\n".join(u.would_send) or "nothing")
+    out.print(table)
+
+
 def main() -> None:
     """Entry point: run the CLI; a user's mistake is one line on stderr and exit code 1."""
     try:

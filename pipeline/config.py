@@ -17,10 +17,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.networks import NETWORKS
+from pipeline.timetable import Entry
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -118,6 +127,22 @@ class PreviewSettings(_Model):
     test_recipients: list[str] = []
 
 
+class DigestSettings(_Model):
+    """A digest edition: several new articles in one email."""
+
+    subject: str = "{site}: new articles, {start} – {end}"   # also {count}; dates in site.locale
+    template: str = "email/digest.mjml.j2"
+    empty: Literal["skip", "note"] = "skip"     # no new articles: send nothing, or a short note
+    excerpt_words: int = Field(default=60, gt=0)   # for a post without a summary
+
+    @field_validator("subject")
+    @classmethod
+    def _single_line(cls, v: str) -> str:
+        if "".join(v.splitlines()) != v:   # \n, \r and every other line break
+            raise ValueError("must be a single line (it becomes the Subject header)")
+        return v
+
+
 class Config(_Model):
     """The whole configuration. `root` is the folder paths are relative to."""
 
@@ -133,6 +158,9 @@ class Config(_Model):
     channels: dict[str, dict[str, Any]] = {"outbox": {"type": "outbox", "path": "out/outbox"}}
     preview: PreviewSettings = PreviewSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    digest: DigestSettings = DigestSettings()
+    default_channels: list[str] = []              # where a post's `publish_at` sends it by default
+    schedule: list[Entry] = []
     root: Path = Path(".")
     source: str = "config.yaml"
 
@@ -152,6 +180,23 @@ class Config(_Model):
         if unknown:
             raise ValueError(f"unknown network {unknown[0]!r}; known: {', '.join(NETWORKS)}")
         return v
+
+    @model_validator(mode="after")
+    def _timetable(self) -> Config:
+        seen: set[str] = set()
+        for entry in self.schedule:
+            if entry.name in seen:
+                raise ValueError(f"schedule: two entries are named {entry.name!r}; give each a unique name")
+            seen.add(entry.name)
+            unknown = [c for c in entry.channels if c not in self.channels]
+            if unknown:
+                raise ValueError(f"schedule entry {entry.name!r}: unknown channel {unknown[0]!r} "
+                                 f"(configured: {', '.join(self.channels)})")
+        unknown = [c for c in self.default_channels if c not in self.channels]
+        if unknown:
+            raise ValueError(f"default_channels: unknown channel {unknown[0]!r} "
+                             f"(configured: {', '.join(self.channels)})")
+        return self
 
     @field_validator("channels")
     @classmethod
@@ -214,7 +259,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors += _describe(exc, cfg_path, lines)
+        errors += _describe(exc, cfg_path, lines, data)
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -285,11 +330,12 @@ def _where(cfg: Path, lines: Mapping[tuple[str | int, ...], int], key: tuple[Any
     return f"{cfg}:{line}: {dotted}" if line else f"{cfg}: {dotted}"
 
 
-def _describe(exc: ValidationError, cfg: Path,
-              lines: Mapping[tuple[str | int, ...], int]) -> list[str]:
+def _describe(exc: ValidationError, cfg: Path, lines: Mapping[tuple[str | int, ...], int],
+              data: Mapping[str, Any]) -> list[str]:
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        entry = _entry_name(data, loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling (see README, config reference)"
@@ -297,5 +343,16 @@ def _describe(exc: ValidationError, cfg: Path,
             msg = "required key is missing"
         elif "input" in err and not isinstance(err["input"], dict | list):
             msg = f"{msg} (got {err['input']!r})"
+        if entry and repr(entry) not in msg:
+            msg = f"entry {entry!r}: {msg}"
         out.append(f"{_where(cfg, lines, loc)}: {msg}")
     return out
+
+
+def _entry_name(data: Mapping[str, Any], loc: tuple[Any, ...]) -> str | None:
+    """The `name:` of the timetable entry an error is in, so the message can say which."""
+    if len(loc) > 1 and loc[0] == "schedule" and isinstance(loc[1], int):
+        entries = data.get("schedule") or []
+        if loc[1] < len(entries) and isinstance(entries[loc[1]], Mapping):
+            return str(entries[loc[1]].get("name") or f"#{loc[1] + 1}")
+    return None

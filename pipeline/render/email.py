@@ -3,6 +3,7 @@ inlines the CSS, and the plain-text part is made from the same sanitized content
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,17 +38,17 @@ def environment(templates: Path) -> jinja2.Environment:
 
 def render_edition(post: Post, config: Config, *, channel: str = EMAIL_CHANNEL) -> Edition:
     """The email edition of one post, for `channel` (which names the UTM source)."""
-    tag = _tagger(config, channel, post.slug)
+    tag = tagger(config, channel, post.slug)
     subject = one_line(post.subject or post.title)
     preheader = one_line(post.summary or first_sentence(post.body_html, _language(config)))
     body_html = neutralize(sanitize(post.body_html, rewrite=tag))
     foot = footer(post, config, href=tag(post.canonical_url))
     context = {
-        "site": _site(config, tag), "subject": neutralize(subject),
+        "site": site_context(config, tag), "subject": neutralize(subject),
         "preheader": neutralize(preheader),
         "recipient": Placeholders(),
     }
-    item = _post_context(post, config, tag)
+    item = post_context(post, config, tag)
     html = compile_mjml(config, config.email.template,
                         {**context, "post": {**item, "body": Markup(body_html)},
                          "footer": Markup(neutralize(foot.html))})
@@ -91,7 +92,8 @@ def _fill(config: Config, template: str, context: dict[str, Any]) -> str:
         raise RenderError(f"{config.templates}{template}: {exc.message}") from None
 
 
-def _tagger(config: Config, channel: str, slug: str):  # type: ignore[no-untyped-def]
+def tagger(config: Config, channel: str, slug: str) -> Callable[[str], str]:
+    """URL -> the URL with the UTM parameters of `channel`; `slug` names the campaign."""
     params = utm_params(config, channel, slug, "email")
     return lambda url: tag_url(url, params, config)
 
@@ -100,12 +102,14 @@ def _language(config: Config) -> str:
     return config.site.locale.split("_")[0]
 
 
-def _site(config: Config, tag: Any) -> dict[str, str]:
+def site_context(config: Config, tag: Any) -> dict[str, str]:
+    """What templates see as `site`."""
     return {"name": config.site.name, "url": tag(config.site.url + "/"), "host": config.site.host,
             "language": _language(config)}
 
 
-def _post_context(post: Post, config: Config, tag: Any) -> dict[str, Any]:
+def post_context(post: Post, config: Config, tag: Any) -> dict[str, Any]:
+    """What templates see as `post` (template-safe: text fields are neutralized)."""
     return {
         "title": neutralize(post.title), "author": neutralize(post.author or ""),
         "date": format_date(post.date.date(), format=config.footer.date_format,

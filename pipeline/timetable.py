@@ -1,0 +1,161 @@
+"""The timetable in config.yaml: entries, their triggers, and the times they fire.
+
+An entry fires on a 5-field `cron` expression, once `at` a date-time, or `every` interval. Times
+are wall-clock times in the entry's time zone. Across daylight-saving changes: a time that happens
+twice (fall back) is listed once (APScheduler 3 fires it twice; the ledger sends once), and a
+time that does not exist (spring forward) fires once, at the first valid time after it (the end
+of the gap: 02:30 on the night clocks jump from 02:00 to 03:00 fires at 03:00).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.I)
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+# Intervals count from a fixed point, so `every: 6h` fires at the same times after a restart.
+_ANCHOR = datetime(2020, 1, 6)
+
+
+def parse_duration(text: str) -> timedelta:
+    """"90s", "15m", "6h", "1h30m", "2d", "1w" -> timedelta. Raises ValueError naming the forms."""
+    compact = str(text).replace(" ", "").lower()
+    parts = _DURATION.findall(compact)
+    if not compact or not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 90s, 15m, 6h, 1h30m, 2d or 1w")
+    return timedelta(**{_UNITS[u]: sum(float(n) for n, unit in parts if unit == u) for _, u in parts})
+
+
+class Entry(BaseModel):
+    """One line of the timetable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    channels: list[str] = Field(min_length=1)
+    cron: str | None = None
+    at: datetime | None = None
+    every: str | None = None
+    edition: Literal["digest", "latest", "queue"] = "latest"
+    max_lateness: str = "1h"
+    timezone: str | None = None
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Entry:
+        given = [k for k in ("cron", "at", "every") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"entry {self.name!r}: give exactly one of cron:, at: or every: "
+                             f"(got {', '.join(given) or 'none'})")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Paris") from None
+        return v
+
+    @field_validator("max_lateness", "every")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            if len(v.split()) != 5:
+                raise ValueError(f"cron {v!r} must have 5 fields: minute hour day-of-month month day-of-week")
+            try:
+                CronTrigger.from_crontab(v, timezone=UTC)
+            except ValueError as exc:
+                raise ValueError(f"cron {v!r} is not valid ({exc})") from None
+        return v
+
+    @property
+    def lateness(self) -> timedelta:
+        return parse_duration(self.max_lateness)
+
+    def zone(self, default: str) -> ZoneInfo:
+        return ZoneInfo(self.timezone or default)
+
+    def trigger(self, default_tz: str) -> BaseTrigger:
+        """The APScheduler trigger of this entry."""
+        tz = self.zone(default_tz)
+        if self.cron:
+            return GapAwareCronTrigger.from_crontab(self.cron, timezone=tz)
+        if self.at:
+            return DateTrigger(run_date=self.at if self.at.tzinfo else self.at.replace(tzinfo=tz))
+        return IntervalTrigger(seconds=parse_duration(self.every or "").total_seconds(),
+                               start_date=_ANCHOR.replace(tzinfo=tz), timezone=tz)
+
+
+class GapAwareCronTrigger(CronTrigger):
+    """A CronTrigger that fires a wall-clock time skipped by a spring-forward change at the end
+    of the gap (APScheduler 3 would fire it an hour past the gap's end)."""
+
+    def get_next_fire_time(self, previous_fire_time, now):  # type: ignore[no-untyped-def]
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        if fire is None or _exists(fire):
+            return fire
+        return _gap_end(fire)
+
+
+def _exists(moment: datetime) -> bool:
+    naive = moment.replace(tzinfo=None)
+    return moment.astimezone(UTC).astimezone(moment.tzinfo).replace(tzinfo=None) == naive
+
+
+def _gap_end(moment: datetime) -> datetime:
+    """The first valid instant after a wall-clock time that does not exist."""
+    tz: tzinfo = moment.tzinfo  # type: ignore[assignment]
+    late = moment.astimezone(UTC)                      # somewhere after the transition
+    early = late - timedelta(hours=3)
+    while late - early > timedelta(seconds=1):         # the transition instant, to the second
+        mid = early + (late - early) / 2
+        if mid.astimezone(tz).utcoffset() == late.astimezone(tz).utcoffset():
+            late = mid
+        else:
+            early = mid
+    return late.replace(microsecond=0).astimezone(tz)
+
+
+def fire_times(entry: Entry, default_tz: str, after: datetime, count: int) -> list[datetime]:
+    """The next `count` distinct wall-clock fire times after `after`, in the entry's time zone (a
+    time repeated by a fall-back change is listed once)."""
+    trigger = entry.trigger(default_tz)
+    tz = entry.zone(default_tz)
+    out: list[datetime] = []
+    previous, now = None, (after.astimezone(UTC) + timedelta(microseconds=1)).astimezone(tz)
+    while len(out) < count:
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None:
+            break
+        if not out or fire.replace(tzinfo=None) != out[-1].replace(tzinfo=None):
+            out.append(fire)
+        # In UTC: wall-clock arithmetic would loop on a repeated (fall-back) hour.
+        previous, now = fire, (fire.astimezone(UTC) + timedelta(microseconds=1)).astimezone(tz)
+    return out
+
+
+def last_fire_within(entry: Entry, default_tz: str, now: datetime) -> datetime | None:
+    """The latest fire time in (now - max_lateness, now], if any: what `run --once` runs."""
+    start = now - entry.lateness
+    times = [t for t in fire_times(entry, default_tz, start, 1000) if t <= now]
+    return times[-1] if times else None
+
+
+ScheduleKind = Literal["digest", "latest", "queue"]
