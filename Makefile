@@ -24,7 +24,8 @@ demo: $(STAMP)
 	$(BIN)/pipeline check
 	$(BIN)/pipeline preview
 	$(BIN)/pipeline subscribers import docs/examples/subscribers.csv
-	$(BIN)/pipeline publish
+	$(BIN)/pipeline schedule --next 2
+	$(BIN)/pipeline run --once
 	$(BIN)/pipeline status
 	@echo "Previews: out/preview/<slug>/  Sent (outbox): out/outbox/mail, out/outbox/social.jsonl, out/outbox/articles/"
 

@@ -296,14 +296,21 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
     import json
 
     from pipeline.ledger import Ledger
+    from pipeline.runs import runs
     from pipeline.state import engine_for
 
-    ledger = Ledger(engine_for(obj.config))
+    engine = engine_for(obj.config)
+    ledger = Ledger(engine)
     rows = ledger.counts(dry_run=dry_run)
     ledger.close()
+    timetable = runs(engine)
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
+    for r in timetable:
+        if r["status"] == "missed":
+            say("warning", f"timetable entry {r['entry']}: the run due {r['fire_time']:%Y-%m-%d %H:%M} UTC "
+                           f"was missed ({r['detail']})")
     if not rows:
         out.print("The ledger is empty: nothing has been sent yet.")
         return
@@ -356,6 +363,36 @@ def serve(obj: _Context, host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option("--once", is_flag=True,
+              help="fire the entries that are due now (or missed within max_lateness), then exit")
+@click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
+@click.pass_obj
+def run(obj: _Context, once: bool, dry_run: bool) -> None:
+    """Run the timetable: in the foreground until Ctrl-C / SIGTERM, or `--once`."""
+    from pipeline.schedule import run_daemon, run_once
+
+    config = obj.config
+    if not config.schedule:
+        raise PipelineError(f"{config.source}: the timetable is empty; add entries under `schedule:`")
+    if once:
+        fired = run_once(config, dry_run=dry_run)
+        if not fired:
+            out.print("Nothing is due.")
+            return
+        code = 0
+        for name, reports in fired.items():
+            out.print(f"{name}:" + ("" if reports else " nothing to send"))
+            code = max(code, _summary(reports)) if reports else code
+        sys.exit(code)
+    if dry_run:
+        raise PipelineError("--dry-run works with --once; the daemon sends for real")
+    logging.getLogger("pipeline").setLevel(min(logging.INFO, logging.getLogger().level))
+    run_daemon(config, started=lambda: out.print(
+        f"Running the timetable ({len(config.schedule)} entries); Ctrl-C stops after the send in "
+        "progress. `pipeline schedule` shows what is next."))
+
+
+@cli.command()
 @click.option("--next", "count", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="how many fire times per entry")
 @click.option("--from", "start", default=None, help="list fire times after this ISO-8601 time (with offset)")
@@ -385,9 +422,10 @@ def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> Non
     if not items:
         out.print("The timetable is empty (config key `schedule:`).")
         return
-    table = Table("entry", "edition", "channels", "next fires (local | UTC)", "would send now")
+    table = Table("entry", "edition", "channels", "next fires (local, UTC)", "would send now")
+    table.columns[3].no_wrap = True
     for u in items:
-        fires = "\n".join(f"{f.isoformat()} | {f.astimezone(UTC):%Y-%m-%d %H:%M}Z" for f in u.fires)
+        fires = "\n".join(f"{f:%a %Y-%m-%d %H:%M %Z} ({f.astimezone(UTC):%H:%M}Z)" for f in u.fires)
         table.add_row(u.entry.name, u.entry.edition, ", ".join(u.entry.channels), fires,
                       "\n".join(u.would_send) or "nothing")
     out.print(table)

@@ -23,7 +23,7 @@ from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.errors import ChannelError, PipelineError
 from pipeline.ledger import Ledger
-from pipeline.models import Delivery, Receipt, Recipient, Rendered, Snippet, Status
+from pipeline.models import Delivery, Edition, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 from pipeline.preview import render_post
 from pipeline.render.email import render_edition
@@ -123,6 +123,37 @@ def publish_rendered(config: Config, rendered: Sequence[Rendered], name: str, *,
     return report
 
 
+def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: bool, now: datetime,
+                    progress: Progress | None = None,
+                    stop: threading.Event | None = None) -> ChannelReport:
+    """Send a compiled edition that is not one post's (a digest) to the subscribers of the email
+    channel `name`, with the same ledger rules as `publish_rendered`."""
+    report = ChannelReport(channel=name, editions=[edition.key])
+    try:
+        channel = build_channel(config, name, dry_run=dry_run)
+    except PipelineError as exc:
+        report.error = str(exc)
+        return report
+    if "email" not in channel.kinds:
+        report.error = f"channel {name}: a {edition.key} edition is an email; this channel sends no email"
+        return report
+    ledger = Ledger(engine_for(config))
+    try:
+        report.resent = ledger.recover(name, rule=channel.crash_rule, dry_run=dry_run)
+        report.already_sent = ledger.edition_counts(channel=name, edition=edition.key,
+                                                    dry_run=dry_run).get(Status.SENT, 0)
+        ledger.plan_recipients(channel=name, edition=edition.key, dry_run=dry_run,
+                               key_prefix=key_prefix(name, edition.key, dry_run=dry_run))
+        report.total = ledger.edition_counts(channel=name, edition=edition.key,
+                                             dry_run=dry_run).get(Status.PENDING, 0)
+        deliveries = _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
+        _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event())
+    finally:
+        channel.close()
+        ledger.close()
+    return report
+
+
 def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, report: ChannelReport,
           *, dry_run: bool, now: datetime) -> Iterator[Delivery]:
     """Planned rows in the ledger, then the deliveries still due, streamed."""
@@ -144,7 +175,8 @@ def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, repo
     report.already_sent += before.get(Status.SENT, 0)
     report.total += counts.get(Status.PENDING, 0)
     if "email" in channel.kinds:
-        yield from _emails(config, channel, item, ledger, dry_run=dry_run, now=now)
+        edition = render_edition(item.post, config, channel=channel.name)
+        yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
     rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
     by_network = {n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
     for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):   # thread parts in order
@@ -174,11 +206,10 @@ def _networks(channel: Channel, item: Rendered) -> list[str]:
     return [network] if network else list(item.snippets)
 
 
-def _emails(config: Config, channel: Channel, item: Rendered, ledger: Ledger, *, dry_run: bool,
+def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, *, dry_run: bool,
             now: datetime) -> Iterator[Delivery]:
     """Email deliveries for the pending recipients: the edition compiled and serialized once,
     each message filled in for its recipient."""
-    edition = render_edition(item.post, config, channel=channel.name)
     sender = getattr(channel, "sender", config.sender)
     template = MessageTemplate(edition, sender=sender, domain=_domain(sender, config), date=now,
                                reply_to=getattr(channel, "reply_to", config.email.reply_to))
@@ -186,10 +217,10 @@ def _emails(config: Config, channel: Channel, item: Rendered, ledger: Ledger, *,
     secret = (unsubscribe.secret.get_secret_value() if unsubscribe.secret
               else state_secret(ledger.engine))
     envelope_from = _address(sender)
-    for key, recipient in ledger.pending_recipients(channel=channel.name, edition=item.post.slug,
+    for key, recipient in ledger.pending_recipients(channel=channel.name, edition=edition.key,
                                                     dry_run=dry_run):
         url = f"{unsubscribe.base_url}/unsubscribe/{token(recipient.uid, recipient.email, secret)}"
-        yield Delivery(key=key, channel=channel.name, edition=item.post.slug, kind="email",
+        yield Delivery(key=key, channel=channel.name, edition=edition.key, kind="email",
                        recipient=recipient.email, envelope_from=envelope_from,
                        message=template.render(to=recipient.email, values=_values(config, recipient, url),
                                                list_unsubscribe=_list_unsubscribe(config, url, recipient)))

@@ -59,6 +59,7 @@ def _engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     # Tables are defined by the modules that own them; importing them registers them here.
     import pipeline.ledger
+    import pipeline.runs
     import pipeline.subscribers  # noqa: F401
 
     metadata.create_all(engine)

@@ -110,8 +110,8 @@ def test_schedule_command_lists_fires_across_dst_as_json(project, run_cli):
         {"name": "nightly", "fires": ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]},
         {"name": "spring", "fires": ["2026-11-01T02:30:00-05:00", "2026-11-02T02:30:00-05:00"]}]
     spring = run_cli("--config", path, "schedule", "--next", "1", "--from", "2026-03-07T12:00:00-05:00")
-    assert "2026-03-08T03:00:00-04:00 | 2026-03-08 07:00Z" in spring.stdout
-    assert "2026-03-08T01:30:00-05:00 | 2026-03-08 06:30Z" in spring.stdout
+    assert "Sun 2026-03-08 03:00 EDT (07:00Z)" in spring.stdout
+    assert "Sun 2026-03-08 01:30 EST (06:30Z)" in spring.stdout
 
 
 def test_schedule_shows_what_each_entry_would_send(project, run_cli):
