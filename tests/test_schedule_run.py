@@ -35,9 +35,12 @@ def mails(project) -> list[str]:  # type: ignore[no-untyped-def]
 def test_fall_back_double_fire_sends_once(project):
     config = configure(project, '  - {name: nightly, channels: [outbox], cron: "30 1 * * *"}\n')
     [entry] = config.schedule
-    fires = [f for f in fire_times(entry, config.timezone, datetime(2026, 10, 31, 12, tzinfo=NY), 2)]
-    # APScheduler 3 fires 01:30 EDT and then 01:30 EST on the fall-back night: both fires run.
-    both = [fires[0], fires[0].astimezone(ZoneInfo("UTC")) + timedelta(hours=1)]
+    # The daemon's trigger fires 01:30 EDT and then 01:30 EST on the fall-back night.
+    trigger = entry.trigger(config.timezone)
+    first = trigger.get_next_fire_time(None, datetime(2026, 10, 31, 12, tzinfo=NY))
+    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
+    both = [first, second]
+    assert [f.isoformat() for f in both] == ["2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-05:00"]
     reports = [run_entry(config, entry, f, now=f) for f in both]
     assert [r.sent for r in reports[0]] == [5] and [r.sent for r in reports[1]] == []
     assert len(mails(project)) == 1
