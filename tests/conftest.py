@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +48,16 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
                         f"{diff}", pytrace=False)
 
     return check
+
+
+def add_channel(project: Path, name: str, kind: str, settings: dict[str, object]) -> Config:
+    """Append a channel (`kind` is its type) to the project's config.yaml and load the config."""
+    lines = [f"    {k}: {json.dumps(v)}" for k, v in settings.items()]     # JSON is YAML
+    path = project / "config.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "\n" + "\n".join([f"  {name}:", f"    type: {kind}", *lines]) + "\n",
+                    encoding="utf-8")
+    return load_config(path)
 
 
 @pytest.fixture

@@ -13,14 +13,14 @@ import pytest
 import respx
 
 from pipeline.channels.devto import absolute_links, footer_markdown, forem_tags
-from pipeline.config import Config, load_config
+from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.ledger import Ledger
 from pipeline.models import Footer
 from pipeline.preview import render_post
 from pipeline.publish import ChannelReport, publish
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, add_channel
 
 NAME = "dev"
 BASE = "https://dev.example"
@@ -35,12 +35,7 @@ def devto_config(project: Path, monkeypatch: pytest.MonkeyPatch, **extra: object
     monkeypatch.setenv("DEVTO_API_KEY", KEY)
     settings = {"base_url": BASE, "api_key": "${DEVTO_API_KEY}", "retries": 2, "retry_wait": 0.01,
                 "max_wait": 5, "timeout": 5, **extra}
-    lines = [f"    {k}: {json.dumps(v)}" for k, v in settings.items()]
-    path = project / "config.yaml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text + "\n" + "\n".join([f"  {NAME}:", "    type: devto", *lines]) + "\n",
-                    encoding="utf-8")
-    return load_config(path)
+    return add_channel(project, NAME, "devto", settings)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ each kind of failure leaves in the ledger."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,14 +16,14 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.ledger import Ledger
 from pipeline.models import Snippet
 from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, add_channel
 
 NAME = "toots"
 BASE = "https://social.example"
@@ -38,12 +37,7 @@ def mastodon_config(project: Path, monkeypatch: pytest.MonkeyPatch, **extra: obj
     monkeypatch.setenv("MASTODON_TOKEN", TOKEN)
     settings = {"base_url": BASE, "access_token": "${MASTODON_TOKEN}", "retries": 2,
                 "retry_wait": 0.01, "max_wait": 5, "timeout": 5, **extra}
-    lines = [f"    {k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
-    path = project / "config.yaml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text + "\n" + "\n".join([f"  {NAME}:", "    type: mastodon", *lines]) + "\n",
-                    encoding="utf-8")
-    return load_config(path)
+    return add_channel(project, NAME, "mastodon", settings)
 
 
 @pytest.fixture

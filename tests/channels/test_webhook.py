@@ -12,13 +12,13 @@ import httpx
 import pytest
 import respx
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.ledger import Ledger
 from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, add_channel
 
 NAME = "team-chat"
 TOKEN = "T0001/B0002/s3cr3tW3bh00kT0k3n"
@@ -30,12 +30,7 @@ def webhook_config(project: Path, monkeypatch: pytest.MonkeyPatch, url: str = UR
     monkeypatch.setenv("WEBHOOK_URL", url)
     settings = {"url": "${WEBHOOK_URL}", "retries": 2, "retry_wait": 0.01, "max_wait": 5, "timeout": 5,
                 **extra}
-    lines = [f"    {k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
-    path = project / "config.yaml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text + "\n" + "\n".join([f"  {NAME}:", "    type: webhook", *lines]) + "\n",
-                    encoding="utf-8")
-    return load_config(path)
+    return add_channel(project, NAME, "webhook", settings)
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.ledger import Ledger
 from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, add_channel
 
 NAME = "tweets"
 BASE = "https://api.x.com"
@@ -35,12 +35,7 @@ def x_config(project: Path, monkeypatch: pytest.MonkeyPatch, **extra: object) ->
     settings = {"consumer_key": "${X_CONSUMER_KEY}", "consumer_secret": "${X_CONSUMER_SECRET}",
                 "access_token": "${X_ACCESS_TOKEN}", "access_token_secret": "${X_ACCESS_TOKEN_SECRET}",
                 "retries": 2, "retry_wait": 0.01, "max_wait": 5, "timeout": 5, **extra}
-    lines = [f"    {k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
-    path = project / "config.yaml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text + "\n" + "\n".join([f"  {NAME}:", "    type: x", *lines]) + "\n",
-                    encoding="utf-8")
-    return load_config(path)
+    return add_channel(project, NAME, "x", settings)
 
 
 @pytest.fixture
