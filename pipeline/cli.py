@@ -82,10 +82,18 @@ def check(obj: _Context, strict: bool) -> None:
 @click.argument("slugs", nargs=-1)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="output folder (default: preview.out in config, out/preview)")
+@click.option("--serve", is_flag=True, help="serve a preview page instead (re-rendered as files change)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="with --serve: the address to listen on")
+@click.option("--port", type=int, default=None, help="with --serve: the port (default: preview.port, 8001)")
 @click.pass_obj
-def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None) -> None:
-    """Write each post's email (HTML, text, .eml) and snippets to disk, and print a table."""
+def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: bool, host: str,
+            port: int | None) -> None:
+    """Write each post's email (HTML, text, .eml) and snippets to disk, and print a table; with
+    --serve, show them all on a local web page instead."""
     config = obj.config
+    if serve:
+        _serve_preview(config, host, port or config.preview.port)
+        return
     batch = render_posts(config, slugs)
     target = Path(out_dir) if out_dir else config.path(config.preview.out)
     for item in batch.rendered:
@@ -94,6 +102,39 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None) -> None:
     report(batch.problems)
     out.print(f"Wrote {len(batch.rendered)} preview(s) to {target}/")
     if batch.errors:
+        sys.exit(1)
+
+
+def _serve_preview(config: Config, host: str, port: int) -> None:
+    import uvicorn
+
+    from pipeline.preview_page import create_preview_app
+
+    app = create_preview_app(config.root / Path(config.source).name, host=host)
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"Preview page on http://{shown}:{port}/ (Ctrl-C to stop)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        say("warning", f"listening on {host}: anyone who can reach it can see unsent posts and send tests")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command("send-test")
+@click.argument("slug")
+@click.option("--to", "to", multiple=True, help="address (repeatable; default: preview.test_recipients)")
+@click.option("--channel", default=None, help="email channel (default: preview.test_channel, else the first)")
+@click.pass_obj
+def send_test_command(obj: _Context, slug: str, to: tuple[str, ...], channel: str | None) -> None:
+    """Send a post's email, marked [TEST], to a few addresses; the ledger is not touched."""
+    from pipeline.send_test import send_test
+
+    config = obj.config
+    results = send_test(config, slug, list(to) or config.preview.test_recipients, channel=channel)
+    for r in results:
+        if r.ok:
+            out.print(f"sent test to {r.address} ({r.detail})")
+        else:
+            say("error", f"{r.address}: {r.detail}")
+    if not all(r.ok for r in results):
         sys.exit(1)
 
 

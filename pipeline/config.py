@@ -121,10 +121,15 @@ class UnsubscribeSettings(_Model):
 
 
 class PreviewSettings(_Model):
+    """`preview:`: where `pipeline preview` writes, whom the preview is personalized for, and
+    where "Send test" goes (`test_channel`: an email channel; default the first one)."""
+
     out: str = "out/preview"
     recipient_name: str = "Alex"
     recipient_email: str = "reader@example.com"
     test_recipients: list[str] = []
+    test_channel: str | None = None
+    port: int = Field(default=8001, ge=1, le=65535)     # `pipeline preview --serve`
 
 
 class DigestSettings(_Model):

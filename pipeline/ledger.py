@@ -260,6 +260,14 @@ class Ledger:
         with self.engine.connect() as conn:
             return {row.status: row.n for row in conn.execute(query)}
 
+    def last_sent(self, *, channel: str, edition: str, dry_run: bool = False) -> datetime | None:
+        """When the edition's latest delivery on `channel` was sent (None: nothing sent)."""
+        start = key_prefix(channel, edition, dry_run=dry_run)
+        query = (select(func.max(deliveries.c.sent_at))
+                 .where(deliveries.c.key > start, deliveries.c.key < start + "\U0010ffff"))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
     def pending_editions(self, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Channel -> editions that have pending rows."""
         query = (select(deliveries.c.channel, deliveries.c.edition).distinct()

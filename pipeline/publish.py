@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.channels import Channel, build_channel
+from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.errors import ChannelError, PipelineError
@@ -211,12 +212,12 @@ def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, 
     """Email deliveries for the pending recipients: the edition compiled and serialized once,
     each message filled in for its recipient."""
     sender = getattr(channel, "sender", config.sender)
-    template = MessageTemplate(edition, sender=sender, domain=_domain(sender, config), date=now,
+    template = MessageTemplate(edition, sender=sender, domain=sender_domain(sender, config), date=now,
                                reply_to=getattr(channel, "reply_to", config.email.reply_to))
     unsubscribe = config.unsubscribe
     secret = (unsubscribe.secret.get_secret_value() if unsubscribe.secret
               else state_secret(ledger.engine))
-    envelope_from = _address(sender)
+    envelope_from = envelope_address(sender)
     for key, recipient in ledger.pending_recipients(channel=channel.name, edition=edition.key,
                                                     dry_run=dry_run):
         url = f"{unsubscribe.base_url}/unsubscribe/{token(recipient.uid, recipient.email, secret)}"
@@ -239,15 +240,9 @@ def _list_unsubscribe(config: Config, url: str, recipient: Recipient) -> str:
     return ", ".join(targets)
 
 
-def _address(sender: str) -> str:
-    from email.utils import parseaddr
-
-    return parseaddr(sender)[1] or sender
-
-
-def _domain(sender: str, config: Config) -> str:
-    address = _address(sender)
-    return address.rpartition("@")[2] or config.site.host
+def sender_domain(sender: str, config: Config) -> str:
+    """The domain of the From address (for Message-IDs), else the site's host."""
+    return envelope_address(sender).rpartition("@")[2] or config.site.host
 
 
 def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, report: ChannelReport,

@@ -71,6 +71,13 @@ def digested(engine: Engine, channel: str) -> set[str]:
                                              .where(digest_items.c.channel == channel))}
 
 
+def digest_of(engine: Engine, channel: str) -> dict[str, str]:
+    """Slug -> the digest of `channel` it is in."""
+    with engine.connect() as conn:
+        return {r.slug: r.digest for r in conn.execute(
+            select(digest_items.c.slug, digest_items.c.digest).where(digest_items.c.channel == channel))}
+
+
 def record_run(engine: Engine, entry: str, fire_time: datetime, status: str, detail: str = "") -> bool:
     """Note a run (or a missed one); False if that fire time was already recorded."""
     with engine.begin() as conn:

@@ -63,12 +63,12 @@ def _would_send(config: Config, entry: Entry, ready: list[Post], ledger: Ledger,
                 now: datetime) -> list[str]:
     if entry.edition != "digest":
         return [p.slug for p in select(entry, ready, ledger)]
-    slugs = {s for c in entry.channels for s in _digest_candidates(config, entry, c, now, ready)}
+    slugs = {s for c in entry.channels for s in digest_candidates(config, entry, c, now, ready)}
     return [p.slug for p in ready if p.slug in slugs]
 
 
-def _digest_candidates(config: Config, entry: Entry, channel: str, fire_time: datetime,
-                       ready: list[Post]) -> list[str]:
+def digest_candidates(config: Config, entry: Entry, channel: str, fire_time: datetime,
+                      ready: list[Post]) -> list[str]:
     """Posts published since the entry's last digest (or in the week before the first one)
     that are in no digest of `channel` yet."""
     engine = engine_for(config)
@@ -81,15 +81,18 @@ def select(entry: Entry, ready: list[Post], ledger: Ledger) -> list[Post]:
     """The posts an entry sends when it fires: `latest`, the newest post, unless it is already on
     every channel of the entry; `queue`, the oldest post not yet on all of them; `digest`, every
     post not yet sent through them (a digest also leaves out posts already in a digest; see
-    `_digest_candidates`). `ready` holds only publishable posts, oldest first."""
-    def everywhere(post: Post) -> bool:
-        return all(ledger.edition_counts(channel=c, edition=post.slug).get(Status.SENT, 0)
-                   for c in entry.channels)
-
+    `digest_candidates`). `ready` holds only publishable posts, oldest first."""
     if entry.edition == "latest":
-        return [ready[-1]] if ready and not everywhere(ready[-1]) else []
-    waiting = [p for p in ready if not everywhere(p)]
-    return waiting[:1] if entry.edition == "queue" else waiting
+        return [ready[-1]] if ready and waiting(entry, ready[-1:], ledger) else []
+    posts = waiting(entry, ready, ledger)
+    return posts[:1] if entry.edition == "queue" else posts
+
+
+def waiting(entry: Entry, posts: list[Post], ledger: Ledger) -> list[Post]:
+    """The posts not yet sent on every channel of `entry`, in the given order."""
+    return [p for p in posts
+            if not all(ledger.edition_counts(channel=c, edition=p.slug).get(Status.SENT, 0)
+                       for c in entry.channels)]
 
 
 # -- firing entries -----------------------------------------------------------------------------
@@ -123,7 +126,7 @@ def _digest(config: Config, entry: Entry, channel: str, fire_time: datetime, rea
     local = fire_time.astimezone(entry.zone(config.timezone))
     key = f"digest-{entry.name}-{local:%Y-%m-%d}"
     since = _last_digest(engine, entry.name, fire_time) or fire_time - timedelta(days=7)
-    fresh = _digest_candidates(config, entry, channel, fire_time, ready)
+    fresh = digest_candidates(config, entry, channel, fire_time, ready)
     members = set(claim_for_digest(engine, channel=channel, digest=key, slugs=fresh))
     posts = [p for p in ready if p.slug in members]
     if not posts and config.digest.empty == "skip":

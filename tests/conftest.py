@@ -9,17 +9,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Config, load_config
+from tests.servers import AppServers
+from tests.smtp_sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEED_SLUG = "2020-09-01-ketamine-neurological-damage"
+PREVIEW_NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +62,25 @@ def add_channel(project: Path, name: str, kind: str, settings: dict[str, object]
     path.write_text(text + "\n" + "\n".join([f"  {name}:", f"    type: {kind}", *lines]) + "\n",
                     encoding="utf-8")
     return load_config(path)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording what it accepts."""
+    server = Sink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def preview_server(project: Path) -> Iterator[Callable[[], str]]:
+    """start() -> base URL of the preview page (`pipeline preview --serve`) for the project copy,
+    served by uvicorn in a thread; "now" is fixed so the timetable column is deterministic."""
+    from pipeline.preview_page import create_preview_app
+
+    servers = AppServers()
+    yield lambda: servers.start(create_preview_app(project / "config.yaml", now=PREVIEW_NOW))
+    servers.stop()
 
 
 @pytest.fixture

@@ -188,6 +188,28 @@ def test_lint_reports_clip_size_missing_alt_relative_link_and_unsubscribe():
     assert any("no unsubscribe link" in p.message for p in lint("<p>hi</p>", where="x"))
 
 
+@pytest.mark.parametrize("url, why", [
+    ("https://www.example.com/a b", "contains a space"),
+    ("https:///path", "has no host name"),
+    ("http://intranet/page", "is not a domain name"),
+    ("http://localhost:8000/x", "cannot be reached from a reader"),
+    ("https://shop.test/x", "cannot be reached from a reader"),
+    ("https://example.com:99999/", "is malformed"),
+    ("mailto:", "needs an address"),
+])
+def test_lint_reports_links_that_cannot_work(url, why):
+    html = f'<a href="{url}">x</a><a href="{{{{ recipient.unsubscribe_url }}}}">u</a>'
+    [problem] = lint(html, where="posts/a.md")
+    assert f"link {url!r} cannot work: " in problem.message and why in problem.message
+
+
+@pytest.mark.parametrize("url", ["https://www.example.com/a%20b?x=1#top", "mailto:a@example.com",
+                                 "tel:+15551234", "#section", "http://[2001:db8::1]/x"])
+def test_lint_accepts_links_that_may_work(url):
+    assert list(lint(f'<a href="{url}">x</a><a href="{{{{ recipient.unsubscribe_url }}}}">u</a>',
+                     where="x")) == []
+
+
 def test_template_without_unsubscribe_is_linted(project, config):
     base = project / "templates" / "email" / "base.mjml.j2"
     base.write_text(base.read_text(encoding="utf-8").replace("{{ recipient.unsubscribe_url }}", "#"),

@@ -2,70 +2,33 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from pipeline import subscribers as store
 from pipeline.config import Config, load_config
 from pipeline.state import engine_for
 from pipeline.web import create_app
+from tests.servers import AppServers, wait_healthy
+from tests.smtp_sink import free_port
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 ADA, BOB = "ada@example.com", "bob@example.com"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(base: str, alive: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert alive(), "the server stopped before answering /healthz"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).text == "ok":
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"{base}/healthz did not answer within {timeout}s")
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[[Config], str]]:
     """serve(config) -> base URL of a real uvicorn server running create_app(config) in a thread."""
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(config: Config) -> str:
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, thread.is_alive)
-        return base
-
-    yield start
-    for server, _ in running:
-        server.should_exit = True
-    for _, thread in running:
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the uvicorn thread did not stop"
+    servers = AppServers()
+    yield lambda config: servers.start(create_app(config))
+    servers.stop()
 
 
 @pytest.fixture
@@ -269,7 +232,7 @@ def test_pages_never_contain_the_secret(client, tokens, secret):
 # -- `pipeline serve` ---------------------------------------------------------------------------
 
 def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
@@ -278,7 +241,7 @@ def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
                                 cwd=Path(__file__).resolve().parent.parent,
                                 stdout=sink, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(base, lambda: proc.poll() is None)
+        wait_healthy(base, lambda: proc.poll() is None)
         with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as c:
             response = _post_one_click(c, tokens[ADA])
         assert response.status_code == 200

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
+from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.links import absolute
@@ -38,11 +38,6 @@ CREDENTIAL = "the API key (api_key; create one under Settings > Extensions)"
 ACCEPT = "application/vnd.forem.api-v1+json"   # Forem's API v1 is chosen by this Accept header
 MAX_TAGS = 4                   # Forem rejects an article with more
 MAX_TAG_LENGTH = 30            # Forem's limit on a tag's name
-# Failures that prove nothing reached the server: the connection was never opened.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Failures after the request (or part of it) went out: the article may exist.
-_MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
-               httpx.RemoteProtocolError)
 # An inline link or image target in Markdown: `](target` or `](<target>`.
 _INLINE_TARGET = re.compile(r"(\]\(\s*<?)([^)\s>]+)")
 # A reference definition: `[label]: target`.
@@ -91,17 +86,9 @@ class Devto:
     def send(self, delivery: Delivery) -> Receipt:
         """Create the article; returns its id and URL. Raises ChannelError."""
         assert delivery.rendered is not None, "a devto delivery carries its rendered post"
-        payload = {"article": self.article(delivery.rendered)}
-        try:
-            response = self.client.post(self.url, json=payload)
-        except _NOT_SENT as exc:
-            raise ChannelError(f"{SERVICE}: cannot connect to {self.settings.base_url} "
-                               f"({type(exc).__name__})", retryable=True) from None
-        except _MAYBE_SENT as exc:
-            raise sent_but_unanswered(SERVICE, exc, idempotent=self.idempotent) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ChannelError(f"{SERVICE}: cannot send the request ({type(exc).__name__}); check "
-                               "base_url", retryable=False) from None
+        response = post_json(self.client, self.url, {"article": self.article(delivery.rendered)},
+                             service=SERVICE, shown=self.settings.base_url, idempotent=self.idempotent,
+                             check="base_url")
         if not response.is_success:
             raise http_error(response.status_code, response.headers, _detail(response),
                              service=SERVICE, credential=CREDENTIAL)
@@ -109,25 +96,33 @@ class Devto:
 
     def article(self, rendered: Rendered) -> dict[str, Any]:
         """The `article` object of the request."""
-        post = rendered.post
-        article: dict[str, Any] = {
-            "title": post.title,
-            "body_markdown": body_markdown(rendered),
-            "published": self.settings.published,
-            "canonical_url": post.canonical_url,
-            "tags": forem_tags(self.settings.tags if self.settings.tags is not None else post.tags),
-        }
-        if post.summary:
-            article["description"] = post.summary
-        if post.image:
-            article["main_image"] = post.image
-        if self.settings.organization_id is not None:
-            article["organization_id"] = self.settings.organization_id
-        return article
+        return article(rendered, published=self.settings.published, tags=self.settings.tags,
+                       organization_id=self.settings.organization_id)
 
     def close(self) -> None:
         """Close the connection pool."""
         self.client.close()
+
+
+def article(rendered: Rendered, *, published: bool = False, tags: list[str] | None = None,
+            organization_id: int | None = None) -> dict[str, Any]:
+    """The article as Forem receives it (also shown by the preview page). `tags`: the
+    channel's, else the post's."""
+    post = rendered.post
+    fields: dict[str, Any] = {
+        "title": post.title,
+        "body_markdown": body_markdown(rendered),
+        "published": published,
+        "canonical_url": post.canonical_url,
+        "tags": forem_tags(tags if tags is not None else post.tags),
+    }
+    if post.summary:
+        fields["description"] = post.summary
+    if post.image:
+        fields["main_image"] = post.image
+    if organization_id is not None:
+        fields["organization_id"] = organization_id
+    return fields
 
 
 def body_markdown(rendered: Rendered) -> str:

@@ -1,5 +1,6 @@
-"""What the HTTP-based channels share: their common settings, reading a rate limit's reset from
-the response headers, and turning an HTTP status into the right ChannelError."""
+"""What the HTTP-based channels share: their common settings, a JSON POST whose transport failures
+become the right ChannelError, reading a rate limit's reset from the response headers, and turning
+an HTTP status into the right ChannelError."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+import httpx
 from pydantic import Field
 
 from pipeline.channels.base import ChannelSettings
 from pipeline.errors import ChannelError
 
+# Failures that prove nothing reached the server: the connection was never opened.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures after the request (or part of it) went out: it may have been acted on.
+MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
+              httpx.RemoteProtocolError)
 RESET_HEADERS = ("retry-after", "x-rate-limit-reset", "x-ratelimit-reset", "ratelimit-reset")
 
 
@@ -88,3 +95,21 @@ def sent_but_unanswered(service: str, exc: BaseException, *, idempotent: bool) -
     return ChannelError(f"{service}: no answer after the request was sent ({type(exc).__name__}); "
                         "it may have been posted: check, then `pipeline retry --unknown`",
                         retryable=False, unknown=True)
+
+
+def post_json(client: httpx.Client, url: str, payload: object, *, service: str, shown: str,
+              idempotent: bool, check: str) -> httpx.Response:
+    """POST `payload` as JSON and return the response, whatever its status. A connection never
+    opened is retryable; no answer once the request went out is `sent_but_unanswered`; any other
+    transport failure (a bad URL...) is permanent, naming `shown` (the URL as it may be shown:
+    no secret) and `check` (the setting to look at)."""
+    try:
+        return client.post(url, json=payload)
+    except NOT_SENT as exc:
+        raise ChannelError(f"{service}: cannot connect to {shown} ({type(exc).__name__})",
+                           retryable=True) from None
+    except MAYBE_SENT as exc:
+        raise sent_but_unanswered(service, exc, idempotent=idempotent) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise ChannelError(f"{service}: cannot send to {shown} ({type(exc).__name__}); check {check}",
+                           retryable=False) from None

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
+from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
 from pipeline.errors import ChannelError, ConfigError
 from pipeline.models import Delivery, Receipt
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 SERVICE = "webhook"
 DISCORD_LIMIT = 2000          # characters in a Discord message's `content`
 REQUEST_ID_HEADER = "x-request-id"
-# Failures that prove nothing reached the endpoint: the connection was never opened.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Failures after the request (or part of it) went out: it may have been acted on.
-_MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
-               httpx.RemoteProtocolError)
 
 
 class WebhookSettings(HttpSettings):
@@ -112,16 +107,8 @@ class Webhook:
     def send(self, delivery: Delivery) -> Receipt:
         """POST one snippet; returns the id the endpoint gave back, if any. Raises ChannelError."""
         payload = self._payload(delivery)
-        try:
-            response = self.client.post(self._url, json=payload)
-        except _NOT_SENT as exc:
-            raise ChannelError(f"{SERVICE}: cannot connect to {self._shown} ({type(exc).__name__})",
-                               retryable=True) from None
-        except _MAYBE_SENT as exc:
-            raise sent_but_unanswered(SERVICE, exc, idempotent=self.idempotent) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ChannelError(f"{SERVICE}: cannot send to {self._shown} ({type(exc).__name__}); "
-                               "check the url", retryable=False) from None
+        response = post_json(self.client, self._url, payload, service=SERVICE, shown=self._shown,
+                             idempotent=self.idempotent, check="the url")
         if not response.is_success:
             raise self._refused(response)
         return Receipt(key=delivery.key, remote_id=_remote_id(response), url=None,

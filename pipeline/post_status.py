@@ -1,0 +1,114 @@
+"""Where each post stands on each channel: sent (from the ledger), scheduled (from `publish_at`
+and the timetable), or not scheduled. Read-only: nothing here sends or records anything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from pipeline.config import Config
+from pipeline.ledger import Ledger
+from pipeline.models import Post, Status
+from pipeline.plan import publishable
+from pipeline.runs import digest_of
+from pipeline.schedule import digest_candidates, waiting
+from pipeline.state import engine_for
+from pipeline.timetable import Entry, fire_times
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelState:
+    """One post on one channel. `state`: sent, sending, failed, unknown, pending, in digest,
+    scheduled, not scheduled, draft or future; `detail` says how many, when, or by which timetable entry."""
+
+    channel: str
+    state: str
+    detail: str = ""
+    at: datetime | None = None
+
+
+def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None
+                ) -> dict[str, list[ChannelState]]:
+    """Slug -> the post's state on every configured channel, in config order."""
+    now = now or datetime.now(UTC)
+    engine = engine_for(config)
+    ready = publishable(posts, now)
+    ledger = Ledger(engine)
+    try:
+        digests = {c: digest_of(engine, c) for c in config.channels}
+        zone = ZoneInfo(config.timezone)
+        return {p.slug: [_local(_state(config, p, c, ready, ledger, digests[c], now), zone)
+                         for c in config.channels] for p in posts}
+    finally:
+        ledger.close()
+
+
+def _local(state: ChannelState, zone: ZoneInfo) -> ChannelState:
+    """Times shown in the site's time zone."""
+    return replace(state, at=state.at.astimezone(zone)) if state.at else state
+
+
+def _state(config: Config, post: Post, channel: str, ready: list[Post], ledger: Ledger,
+           digests: dict[str, str], now: datetime) -> ChannelState:
+    recorded = _recorded(ledger, channel, post.slug)
+    if recorded is None and post.slug in digests:
+        recorded = (_recorded(ledger, channel, digests[post.slug], via=f"in {digests[post.slug]}")
+                    or ChannelState(channel=channel, state="in digest",
+                                    detail=f"{digests[post.slug]}, which had no recipients"))
+    if recorded is not None:
+        return recorded
+    if post.draft:
+        return ChannelState(channel=channel, state="draft", detail="a draft is never sent")
+    if post.date > now:
+        return ChannelState(channel=channel, state="future", detail="not before its date", at=post.date)
+    return (_scheduled(config, post, channel, ready, ledger, now)
+            or ChannelState(channel=channel, state="not scheduled"))
+
+
+def _recorded(ledger: Ledger, channel: str, edition: str, via: str = "") -> ChannelState | None:
+    """The ledger's word on `edition` (a post, or the digest that carries it) on `channel`."""
+    counts = ledger.edition_counts(channel=channel, edition=edition)
+    total = sum(counts.values())
+    if not total:
+        return None
+    sent = counts.get(Status.SENT, 0)
+    detail = f"{sent} of {total}" + (f" {via}" if via else "")
+    for status in (Status.SENDING, Status.PENDING, Status.UNKNOWN, Status.FAILED):
+        if counts.get(status):
+            detail += f", {counts[status]} {status.value}"
+    state = next((s.value for s in (Status.FAILED, Status.UNKNOWN, Status.SENDING, Status.PENDING)
+                  if counts.get(s)), Status.SENT.value)
+    return ChannelState(channel=channel, state=state, detail=detail,
+                        at=ledger.last_sent(channel=channel, edition=edition))
+
+
+def _scheduled(config: Config, post: Post, channel: str, ready: list[Post], ledger: Ledger,
+               now: datetime) -> ChannelState | None:
+    """The earliest moment `publish_at` or a timetable entry sends the post on `channel`."""
+    options: list[tuple[datetime, str]] = []
+    if post.publish_at is not None and channel in (post.channels or config.default_channels):
+        options.append((max(post.publish_at, now), "publish_at"))
+    for entry in config.schedule:
+        if channel in entry.channels:
+            turn = _turn(config, entry, channel, post, ready, ledger, now)
+            fires = [] if turn is None else fire_times(entry, config.timezone, now, turn + 1)
+            if turn is not None and len(fires) > turn:
+                options.append((fires[turn], entry.name))
+    if not options:
+        return None
+    at, why = min(options)
+    return ChannelState(channel=channel, state="scheduled", detail=why, at=at)
+
+
+def _turn(config: Config, entry: Entry, channel: str, post: Post, ready: list[Post], ledger: Ledger,
+          now: datetime) -> int | None:
+    """Which of the entry's coming fires sends the post (0: the next one), None if none does."""
+    if entry.edition == "digest":
+        fresh = digest_candidates(config, entry, channel, now, ready)
+        return 0 if post.slug in fresh else None
+    if entry.edition == "latest":
+        return 0 if ready and ready[-1].slug == post.slug and waiting(entry, ready[-1:], ledger) else None
+    queue = [p.slug for p in waiting(entry, ready, ledger)]
+    return queue.index(post.slug) if post.slug in queue and queue.index(post.slug) < 50 else None

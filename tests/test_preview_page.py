@@ -1,0 +1,163 @@
+"""The preview page over real HTTP (uvicorn in a thread): pages, re-rendering as files change,
+broken posts, the Host and form-token guards. The browser tests are in tests/browser/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, SEED_SLUG
+from tests.servers import wait_healthy
+from tests.smtp_sink import free_port
+
+
+def _touch_later(path: Path) -> None:
+    """Make sure the modification time moves even on a coarse file-system clock."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+
+def test_index_lists_posts_newest_first_with_channel_states(preview_server):
+    page = httpx.get(preview_server() + "/").text
+    slugs = re.findall(r'<tr data-slug="([^"]+)"', page)
+    assert slugs == ["mood-journal", "2024-03-12-your-first-infusion", SEED_SLUG]
+    assert page.count('<span class="badge scheduled">scheduled</span>') == 3
+    assert "social-slots" in page and "hourly-latest" in page
+
+
+def test_post_page_has_every_part(preview_server):
+    base = preview_server()
+    page = httpx.get(f"{base}/posts/{SEED_SLUG}").text
+    for part in ('id="inbox"', 'id="email-frame"', 'id="plain-text"', 'data-network="x"',
+                 'data-network="mastodon"', 'data-network="bluesky"', 'id="devto-canonical"',
+                 'id="send-test-button"', 'id="no-warnings"'):
+        assert part in page, part
+    assert 'id="canonical">https://www.rtrwellnesscenter.com<' in page
+    assert "Hi Alex," in page                        # the text part, personalized for the sample
+    html = httpx.get(f"{base}/posts/{SEED_SLUG}/email.html").text
+    assert "{{" not in html and '<base target="_blank">' in html
+    assert "color-scheme" in httpx.get(f"{base}/posts/{SEED_SLUG}/email.html?theme=dark").text
+    assert httpx.get(f"{base}/posts/{SEED_SLUG}/email.txt").text.startswith("Hi Alex,")
+
+
+def test_lint_warnings_are_shown(preview_server, write_post):
+    write_post("2024-06-01-warn.md", """
+        ---
+        title: Warnings
+        date: 2024-06-01
+        ---
+        ![](https://www.rtrwellnesscenter.com/a.png) [local](http://localhost:8000/x)
+        """)
+    page = httpx.get(preview_server() + "/posts/2024-06-01-warn").text
+    assert "image without alt text" in page
+    assert "cannot be reached from a reader" in page
+    index = httpx.get(preview_server() + "/").text
+    assert "2 warnings" in index
+
+
+def test_edited_post_is_rendered_again(preview_server, project):
+    base = preview_server()
+    before = httpx.get(f"{base}/api/version").json()["version"]
+    assert "Ketamine’s Potential" in httpx.get(f"{base}/posts/{SEED_SLUG}").text
+    path = project / "posts" / f"{SEED_SLUG}.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('title: "Ketamine’s', 'title: "Edited: Ketamine’s'), encoding="utf-8")
+    _touch_later(path)
+    assert httpx.get(f"{base}/api/version").json()["version"] != before
+    assert "Edited: Ketamine’s Potential" in httpx.get(f"{base}/posts/{SEED_SLUG}").text
+
+
+def test_edited_template_is_rendered_again(preview_server, project):
+    base = preview_server()
+    assert "You are receiving this" in httpx.get(f"{base}/posts/{SEED_SLUG}/email.html").text
+    path = project / "templates" / "email" / "base.mjml.j2"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("You are receiving this", "Template edited: you get this"), encoding="utf-8")
+    _touch_later(path)
+    html = httpx.get(f"{base}/posts/{SEED_SLUG}/email.html").text
+    assert "Template edited: you get this" in html and "You are receiving this" not in html
+
+
+def test_broken_post_shows_its_error_and_the_others_still_render(preview_server, write_post):
+    write_post("2024-07-01-broken.md", "---\ntitle: [unclosed\ndate: 2024-07-01\n---\nbody\n")
+    base = preview_server()
+    index = httpx.get(f"{base}/")
+    assert index.status_code == 200
+    assert 'class="broken" data-slug="2024-07-01-broken"' in index.text
+    broken = httpx.get(f"{base}/posts/2024-07-01-broken")
+    assert 'id="render-error"' in broken.text and "posts/2024-07-01-broken.md" in broken.text
+    assert httpx.get(f"{base}/posts/{SEED_SLUG}").status_code == 200
+
+
+def test_unknown_post_is_404(preview_server):
+    assert httpx.get(preview_server() + "/posts/nope").status_code == 404
+
+
+def test_config_error_is_shown_then_recovered(preview_server, project):
+    base = preview_server()
+    path = project / "config.yaml"
+    good = path.read_text(encoding="utf-8")
+    path.write_text(good.replace("timezone: America/New_York", "timezone: Mars/Base"), encoding="utf-8")
+    _touch_later(path)
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 500 and 'id="config-error"' in page.text and "timezone" in page.text
+    path.write_text(good, encoding="utf-8")
+    _touch_later(path)
+    _touch_later(path)
+    assert httpx.get(f"{base}/").status_code == 200
+
+
+def test_other_host_names_are_refused(preview_server):
+    """A page on another site that rebinds its name to 127.0.0.1 gets nothing."""
+    base = preview_server()
+    assert httpx.get(f"{base}/", headers={"Host": "attacker.example"}).status_code == 400
+    assert httpx.get(f"{base}/", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_send_test_needs_the_page_token(preview_server, project):
+    base = preview_server()
+    response = httpx.post(f"{base}/posts/{SEED_SLUG}/send-test", data={"to": "a@example.com"})
+    assert response.status_code == 403
+    assert not (project / "out" / "outbox" / "mail").exists()
+
+
+def test_send_test_from_the_form(preview_server, project):
+    base = preview_server()
+    with httpx.Client(base_url=base) as client:
+        token = re.search(r'name="token" value="([^"]+)"', client.get(f"/posts/{SEED_SLUG}").text)[1]
+        bad = client.post(f"/posts/{SEED_SLUG}/send-test", data={"to": "nobody", "token": token})
+        assert bad.status_code == 400 and "not an email address" in bad.text
+        assert ">nobody</textarea>" in bad.text               # what was typed is kept
+        ok = client.post(f"/posts/{SEED_SLUG}/send-test", data={"to": "qa@example.com", "token": token})
+    assert ok.status_code == 200 and "Test sent to qa@example.com" in ok.text
+    assert len(list((project / "out" / "outbox" / "mail" / "new").iterdir())) == 1
+
+
+def test_version_is_stable_while_nothing_changes(preview_server):
+    base = preview_server()
+    first = httpx.get(f"{base}/api/version").json()
+    time.sleep(0.05)
+    assert httpx.get(f"{base}/api/version").json() == first
+
+
+def test_pipeline_preview_serve_command(project, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "preview.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
+                                 "preview", "--serve", "--port", str(port)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(base, lambda: proc.poll() is None)
+        assert SEED_SLUG in httpx.get(f"{base}/").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert f"Preview page on {base}/" in log.read_text(encoding="utf-8")

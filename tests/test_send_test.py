@@ -1,0 +1,137 @@
+"""`pipeline send-test`: the edition, marked [TEST], through the configured email channel to a
+real SMTP server, and never into the ledger."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import re
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.ledger import Ledger
+from pipeline.send_test import MAX_RECIPIENTS, email_channel, parse_addresses, send_test
+from pipeline.state import engine_for
+from tests.conftest import SEED_SLUG, add_channel
+
+
+@pytest.fixture
+def smtp_project(project, sink):  # type: ignore[no-untyped-def]
+    add_channel(project, "newsletter", "smtp", {"host": "127.0.0.1", "port": sink.port,
+                                                "security": "none", "timeout": 5})
+    text = (project / "config.yaml").read_text(encoding="utf-8")
+    (project / "config.yaml").write_text(
+        text.replace("channels:\n", "preview:\n  test_channel: newsletter\n"
+                                    "  test_recipients: [team@example.com]\n\nchannels:\n", 1),
+        encoding="utf-8")
+    return project
+
+
+def _ledger_rows(config):  # type: ignore[no-untyped-def]
+    ledger = Ledger(engine_for(config))
+    try:
+        return ledger.rows(dry_run=None)
+    finally:
+        ledger.close()
+
+
+def test_cli_send_test_reaches_smtp_marked_test_and_leaves_ledger_alone(smtp_project, sink, run_cli):
+    result = run_cli("--config", smtp_project / "config.yaml", "send-test", SEED_SLUG,
+                     "--to", "Ada@Example.com", "--to", "bob@example.com, ada@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "sent test to Ada@example.com" in result.stdout
+    assert sorted(r for m in sink.received for r in m.rcpt_tos) == ["Ada@example.com", "bob@example.com"]
+    message = sink.received[0].message
+    assert message["Subject"] == "[TEST] Ketamine’s Potential Ability to Heal Neurological Damage"
+    assert message["X-Pipeline-Test"] == "yes"
+    assert "utm_source=newsletter" in message.get_body(("html",)).get_content()
+    from pipeline.config import load_config
+    assert _ledger_rows(load_config(smtp_project / "config.yaml")) == []
+
+
+def test_test_message_id_differs_from_the_real_sends(smtp_project, sink, run_cli):
+    """A provider that drops a repeated Message-ID must not take the real send for the test."""
+    from pipeline.config import load_config
+    from pipeline.subscribers import upsert
+
+    config = load_config(smtp_project / "config.yaml")
+    upsert(engine_for(config), "ada@example.com", "Ada")
+    send_test(config, SEED_SLUG, ["ada@example.com"])
+    assert run_cli("--config", smtp_project / "config.yaml", "publish", SEED_SLUG,
+                   "--channel", "newsletter").returncode == 0
+    test, real = (m.message for m in sink.received)
+    assert test["Subject"].startswith("[TEST] ") and not real["Subject"].startswith("[TEST]")
+    assert test["Message-ID"] != real["Message-ID"]
+    assert [r.status for r in _ledger_rows(config)] == ["sent"]
+
+
+def test_default_recipients_and_channel_come_from_preview_config(smtp_project, sink, run_cli):
+    result = run_cli("--config", smtp_project / "config.yaml", "send-test", SEED_SLUG)
+    assert result.returncode == 0, result.stderr
+    assert sink.recipients() == {"team@example.com": 1}
+
+
+def test_outbox_is_the_default_email_channel(project, config):
+    assert email_channel(config) == "outbox"
+    results = send_test(config, SEED_SLUG, ["qa@example.com"])
+    assert [r.ok for r in results] == [True]
+    [message] = mailbox.Maildir(project / "out" / "outbox" / "mail", create=False)
+    assert message["Subject"].startswith("[TEST] ")
+    assert _ledger_rows(config) == []
+
+
+def test_unreachable_server_is_reported_per_address(project, run_cli):
+    from tests.smtp_sink import free_port
+
+    add_channel(project, "newsletter", "smtp", {"host": "127.0.0.1", "port": free_port(),
+                                                "security": "none", "timeout": 2, "retries": 0})
+    result = run_cli("--config", project / "config.yaml", "send-test", SEED_SLUG, "--to",
+                     "a@example.com", "--channel", "newsletter")
+    assert result.returncode == 1
+    assert "error: a@example.com:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--to", "not-an-address"], "error: not an email address: 'not-an-address'"),
+    ([], "error: no address to send the test to"),
+    (["--to", "a@example.com", "--channel", "nope"], "no channel named 'nope'"),
+])
+def test_bad_input_is_one_line(project, run_cli, args, message):
+    path = project / "config.yaml"
+    text = path.read_text(encoding="utf-8")        # the shipped config names a test recipient
+    path.write_text(re.sub(r"(?m)^  test_recipients: .*\n", "", text), encoding="utf-8")
+    result = run_cli("--config", project / "config.yaml", "send-test", SEED_SLUG, *args)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_or_broken_post_names_the_reason(project, config, write_post):
+    with pytest.raises(PipelineError, match="no post with slug 'nope'"):
+        send_test(config, "nope", ["a@example.com"])
+    write_post("broken.md", "---\ntitle: [unclosed\n---\nbody\n")
+    with pytest.raises(PipelineError, match=r"posts/broken\.md"):
+        send_test(config, "broken", ["a@example.com"])
+
+
+def test_a_channel_that_sends_no_email_is_refused(project):
+    config = add_channel(project, "hook", "webhook", {"url": "https://hooks.example.com/x"})
+    with pytest.raises(PipelineError, match="sends no email"):
+        email_channel(config, "hook")
+
+
+def test_addresses_are_validated_normalized_and_capped():
+    assert parse_addresses(["a@EXAMPLE.com; b@example.com", " A@example.com "]) == \
+        ["a@example.com", "b@example.com"]
+    with pytest.raises(PipelineError, match=f"at most {MAX_RECIPIENTS}"):
+        parse_addresses([f"u{i}@example.com" for i in range(MAX_RECIPIENTS + 1)])
+
+
+def test_message_parses_as_multipart_alternative(project, config):
+    send_test(config, SEED_SLUG, ["qa@example.com"])
+    [key] = mailbox.Maildir(project / "out" / "outbox" / "mail", create=False).keys()
+    raw = mailbox.Maildir(project / "out" / "outbox" / "mail", create=False).get_bytes(key)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert "Hi Alex" in message.get_body(("plain",)).get_content()
