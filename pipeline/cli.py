@@ -98,6 +98,8 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
     target = Path(out_dir) if out_dir else config.path(config.preview.out)
     for item in batch.rendered:
         write_preview(item, config, target)
+    if not out_dir:        # out/feed.xml (`feed.out`), the Atom feed of the posts; --out writes previews only
+        _build_feed(config)
     _preview_table(batch, config)
     report(batch.problems)
     out.print(f"Wrote {len(batch.rendered)} preview(s) to {target}/")
@@ -470,6 +472,49 @@ def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> Non
         table.add_row(u.entry.name, u.entry.edition, ", ".join(u.entry.channels), fires,
                       "\n".join(u.would_send) or "nothing")
     out.print(table)
+
+
+@cli.command()
+@click.pass_obj
+def fetch(obj: _Context) -> None:
+    """Read the feeds in `sources:` (conditional GET) and store their new entries; a table per feed."""
+    from pipeline.feeds import fetch_all
+
+    config = obj.config
+    if not config.feeds:
+        out.print("No feeds in `sources:`; nothing to fetch.")
+        return
+    reports = fetch_all(config)
+    table = Table("feed", "status", "new", "held", "baseline", "skipped", "message")
+    for r in reports:
+        notes = [f"{r.updated} edited"] * bool(r.updated) + [f"{r.filtered} by filters"] * bool(r.filtered)
+        table.add_row(r.name, {"not-modified": "304"}.get(r.status, r.status), str(r.new), str(r.held),
+                      str(r.baseline), str(r.filtered + r.skipped),
+                      r.error or "; ".join(notes + [f"{len(r.warnings)} warning(s)"] * bool(r.warnings)))
+    out.print(table)
+    for r in reports:
+        if r.error:
+            say("error", f"feed {r.name} ({r.url}): {r.error}")
+        for warning in r.warnings:
+            say("warning", f"feed {r.name}: {warning}")
+    if any(r.failed for r in reports):
+        sys.exit(1)
+
+
+@cli.command("build-feed")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="output file (default: feed.out in config, out/feed.xml)")
+@click.pass_obj
+def build_feed(obj: _Context, out_file: str | None) -> None:
+    """Write the Atom feed of the posts (newest first, canonical links) for the site to serve."""
+    _build_feed(obj.config, Path(out_file) if out_file else None)
+
+
+def _build_feed(config: Config, target: Path | None = None) -> None:
+    from pipeline.feed_out import write_feed
+
+    path, count = write_feed(config, target)
+    out.print(f"Wrote the Atom feed ({count} entries) to {path}")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +28,8 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
+from pipeline.fields import http_url
 from pipeline.networks import NETWORKS
 from pipeline.timetable import Entry
 
@@ -40,17 +42,9 @@ class _Model(BaseModel):
 
 class Site(_Model):
     name: str
-    url: str
+    url: Annotated[str, http_url("https://example.com")]
     locale: str = "en_US"
     permalink: str = "/{slug}/"
-
-    @field_validator("url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://example.com")
-        return v.rstrip("/")
 
     @field_validator("locale")
     @classmethod
@@ -108,16 +102,9 @@ class EmailSettings(_Model):
 
 
 class UnsubscribeSettings(_Model):
-    base_url: str = "http://127.0.0.1:8080"     # where `pipeline serve` is reachable
+    base_url: Annotated[str, http_url("https://news.example.com")] = "http://127.0.0.1:8080"  # `serve`
     secret: SecretStr | None = None             # default: a random secret kept in the state database
     mailto: str | None = None                   # optional second List-Unsubscribe target
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://news.example.com")
-        return v.rstrip("/")
 
 
 class PreviewSettings(_Model):
@@ -166,6 +153,8 @@ class Config(_Model):
     digest: DigestSettings = DigestSettings()
     default_channels: list[str] = []              # where a post's `publish_at` sends it by default
     schedule: list[Entry] = []
+    sources: list[Source] = [PostsSource(type="posts")]   # the posts folder and RSS/Atom feeds
+    feed: FeedOutSettings = FeedOutSettings()     # the Atom feed of the posts (`build-feed`)
     root: Path = Path(".")
     source: str = "config.yaml"
 
@@ -202,6 +191,17 @@ class Config(_Model):
             raise ValueError(f"default_channels: unknown channel {unknown[0]!r} "
                              f"(configured: {', '.join(self.channels)})")
         return self
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[PostsSource | FeedSource]) -> list[PostsSource | FeedSource]:
+        check_sources(v)
+        return v
+
+    @property
+    def feeds(self) -> list[FeedSource]:
+        """The feed sources, in config order."""
+        return [s for s in self.sources if isinstance(s, FeedSource)]
 
     @field_validator("channels")
     @classmethod
@@ -340,6 +340,8 @@ def _describe(exc: ValidationError, cfg: Path, lines: Mapping[tuple[str | int, .
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if len(loc) > 2 and loc[0] == "sources":    # drop the `type` tag pydantic puts in the path
+            loc = (*loc[:2], *loc[3:])
         entry = _entry_name(data, loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -355,9 +357,9 @@ def _describe(exc: ValidationError, cfg: Path, lines: Mapping[tuple[str | int, .
 
 
 def _entry_name(data: Mapping[str, Any], loc: tuple[Any, ...]) -> str | None:
-    """The `name:` of the timetable entry an error is in, so the message can say which."""
-    if len(loc) > 1 and loc[0] == "schedule" and isinstance(loc[1], int):
-        entries = data.get("schedule") or []
+    """The `name:` of the timetable entry (or source) an error is in, so the message can say which."""
+    if len(loc) > 1 and loc[0] in ("schedule", "sources") and isinstance(loc[1], int):
+        entries = data.get(loc[0]) or []
         if loc[1] < len(entries) and isinstance(entries[loc[1]], Mapping):
             return str(entries[loc[1]].get("name") or f"#{loc[1] + 1}")
     return None

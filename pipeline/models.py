@@ -48,12 +48,19 @@ class Post:
     thread: bool = False
     publish_at: datetime | None = None
     channels: tuple[str, ...] = ()
+    available_at: datetime | None = None   # a feed entry: when it was fetched and had settled
 
     def __post_init__(self) -> None:
         if self.date.tzinfo is None:
             raise ValueError(f"{self.path}: date must be timezone-aware")
         if not self.title.strip():
             raise ValueError(f"{self.path}: empty title")
+
+    @property
+    def sendable_from(self) -> datetime:
+        """When the post could first be sent: its date, or for a feed entry (seen after it was
+        dated) the later of its date and the time it was fetched and had settled."""
+        return max(self.date, self.available_at) if self.available_at else self.date
 
 
 @dataclass(frozen=True, kw_only=True)

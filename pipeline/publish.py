@@ -21,7 +21,6 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from pipeline.channels import Channel, build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
-from pipeline.content import load_posts
 from pipeline.errors import ChannelError, PipelineError
 from pipeline.ledger import Ledger
 from pipeline.models import Delivery, Edition, Receipt, Recipient, Rendered, Snippet, Status
@@ -30,6 +29,7 @@ from pipeline.preview import render_post
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate
 from pipeline.render.social import snippet, thread
+from pipeline.sources import load_all
 from pipeline.state import engine_for
 from pipeline.subscribers import state_secret, token
 
@@ -68,7 +68,7 @@ def publish(config: Config, *, slugs: Sequence[str] = (), channels: Sequence[str
             stop: threading.Event | None = None) -> list[ChannelReport]:
     """Send the given posts (default: the newest) to the given channels (default: all)."""
     now = now or datetime.now(UTC)
-    loaded = load_posts(config)
+    loaded = load_all(config, now=now)
     posts = select_posts(loaded.posts, slugs, now)
     rendered = [render_post(p, config) for p in posts]
     return [publish_rendered(config, rendered, name, dry_run=dry_run, now=now, progress=progress,
@@ -87,7 +87,7 @@ def retry(config: Config, *, failed: bool = False, unknown: bool = False, channe
         todo = ledger.pending_editions(dry_run=dry_run)
     finally:
         ledger.close()
-    posts = {p.slug: p for p in load_posts(config).posts}
+    posts = {p.slug: p for p in load_all(config).posts}
     reports = []
     now = datetime.now(UTC)
     for name, editions in todo.items():

@@ -22,7 +22,6 @@ from sqlalchemy import Engine, func
 from sqlalchemy import select as sql_select
 
 from pipeline.config import Config, load_config
-from pipeline.content import load_posts
 from pipeline.ledger import Ledger
 from pipeline.models import Post, Status
 from pipeline.plan import publishable
@@ -30,6 +29,7 @@ from pipeline.preview import render_post
 from pipeline.publish import ChannelReport, publish_edition, publish_rendered
 from pipeline.render.digest import render_digest
 from pipeline.runs import acquire, claim_for_digest, digested, record_run, schedule_runs
+from pipeline.sources import load_all, refresh_feeds
 from pipeline.state import engine_for
 from pipeline.timetable import Entry, fire_times, last_fire_within
 
@@ -49,7 +49,7 @@ def upcoming(config: Config, *, after: datetime | None = None, count: int = 5,
              now: datetime | None = None) -> list[Upcoming]:
     """Every entry's next `count` fire times after `after` (default: now)."""
     now = now or datetime.now(UTC)
-    ready = publishable(load_posts(config).posts, now)
+    ready = publishable(load_all(config, now=now).posts, now)
     ledger = Ledger(engine_for(config))
     try:
         return [Upcoming(entry=e, fires=tuple(fire_times(e, config.timezone, after or now, count)),
@@ -74,7 +74,7 @@ def digest_candidates(config: Config, entry: Entry, channel: str, fire_time: dat
     engine = engine_for(config)
     taken = digested(engine, channel)
     since = _last_digest(engine, entry.name, fire_time) or fire_time - timedelta(days=7)
-    return [p.slug for p in ready if p.slug not in taken and p.date > since]
+    return [p.slug for p in ready if p.slug not in taken and p.sendable_from > since]
 
 
 def select(entry: Entry, ready: list[Post], ledger: Ledger) -> list[Post]:
@@ -103,7 +103,7 @@ def run_entry(config: Config, entry: Entry, fire_time: datetime, *, now: datetim
     fall-back hour fires twice): the ledger sends each delivery once."""
     now = now or datetime.now(UTC)
     engine = engine_for(config)
-    ready = publishable(load_posts(config).posts, now)
+    ready = publishable(load_all(config, now=now).posts, now)
     if entry.edition == "digest":
         return [_digest(config, entry, channel, fire_time, ready, now=now, dry_run=dry_run, stop=stop)
                 for channel in entry.channels]
@@ -150,7 +150,7 @@ def publish_due(config: Config, *, now: datetime | None = None, dry_run: bool = 
     ledger skips what already went. Drafts and posts dated in the future are never sent."""
     now = now or datetime.now(UTC)
     reports: list[ChannelReport] = []
-    for post in publishable(load_posts(config).posts, now):
+    for post in publishable(load_all(config, now=now).posts, now):
         if post.publish_at is None or post.publish_at > now:
             continue
         channels = list(post.channels) or config.default_channels
@@ -174,6 +174,7 @@ def run_once(config: Config, *, now: datetime | None = None, dry_run: bool = Fal
     now = now or datetime.now(UTC)
     engine = engine_for(config)
     done: dict[str, list[ChannelReport]] = {}
+    refresh_feeds(config, now=now)       # feeds first: planning sees their new entries
     due = publish_due(config, now=now, dry_run=dry_run)
     if due:
         done["publish_at"] = due
@@ -204,6 +205,7 @@ def fire(config_path: str, name: str) -> None:
     if not record_run(engine_for(config), name, fire_time, "ran"):
         log.info("%s: the run due %s already ran", name, fire_time.isoformat())
         return
+    refresh_feeds(config)                # feeds first: planning sees their new entries
     for report in run_entry(config, entry, fire_time, stop=_daemon_stop):
         log.info("%s -> %s: %d sent, %d failed, %d already sent%s", name, report.channel, report.sent,
                  report.failed, report.already_sent, f" ({report.error})" if report.error else "")

@@ -58,6 +58,7 @@ def _engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     # Tables are defined by the modules that own them; importing them registers them here.
+    import pipeline.feeds
     import pipeline.ledger
     import pipeline.runs
     import pipeline.subscribers  # noqa: F401

@@ -24,7 +24,7 @@ import mimetypes
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +39,7 @@ from pydantic import SecretStr, ValidationError, field_validator
 from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
 from pipeline.config import Config
 from pipeline.errors import ChannelError
+from pipeline.fields import http_url
 from pipeline.links import SOCIAL_MEDIUM, tag_url, utm_params
 from pipeline.models import Delivery, Link, Post, Receipt, Snippet
 
@@ -58,18 +59,11 @@ _LANGUAGE = regex.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 class BlueskySettings(HttpSettings):
     """`channels.<name>:` keys of a `type: bluesky` channel."""
 
-    base_url: str = "https://bsky.social"      # the PDS to log in to; it may hand over to another
+    # The PDS to log in to; it may hand over to another.
+    base_url: Annotated[str, http_url("https://bsky.social")] = "https://bsky.social"
     handle: str                                # e.g. news.example.com (or the account's email)
     app_password: SecretStr                    # an app password, never the account's password
     language: str | None = None                # the posts' `langs`; default: site.locale's language
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://bsky.social")
-        return v.rstrip("/")
 
     @field_validator("handle")
     @classmethod

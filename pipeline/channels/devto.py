@@ -19,15 +19,16 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
 from pipeline.errors import ChannelError
+from pipeline.fields import http_url
 from pipeline.links import absolute
 from pipeline.models import Delivery, Receipt, Rendered
 
@@ -49,19 +50,11 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>])")
 class DevtoSettings(HttpSettings):
     """`channels.<name>:` keys of a `type: devto` channel."""
 
-    base_url: str = "https://dev.to"
+    base_url: Annotated[str, http_url("https://dev.to")] = "https://dev.to"
     api_key: SecretStr
     published: bool = False                    # False: a draft, to be published by hand
     tags: list[str] | None = None              # default: the post's tags
     organization_id: int | None = Field(default=None, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://dev.to")
-        return v.rstrip("/")
 
 
 class Devto:

@@ -19,8 +19,7 @@ import hashlib
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Literal
 
 import requests
 from mastodon import Mastodon as MastodonApi
@@ -37,6 +36,7 @@ from urllib3.exceptions import ProtocolError
 from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
 from pipeline.config import Config
 from pipeline.errors import ChannelError
+from pipeline.fields import http_url
 from pipeline.models import Delivery, Receipt
 
 log = logging.getLogger(__name__)
@@ -52,19 +52,11 @@ _BROKEN_REPLY = requests.exceptions.ChunkedEncodingError | requests.exceptions.C
 class MastodonSettings(HttpSettings):
     """`channels.<name>:` keys of a `type: mastodon` channel."""
 
-    base_url: str = "https://mastodon.social"
+    base_url: Annotated[str, http_url("https://mastodon.social")] = "https://mastodon.social"
     access_token: SecretStr
     visibility: Literal["public", "unlisted", "private", "direct"] = "public"
     language: str | None = None                 # ISO 639-1; default: from site.locale
     limit: int | None = Field(default=None, gt=0)   # characters, if the instance does not say
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://mastodon.social")
-        return v.rstrip("/")
 
     @field_validator("language")
     @classmethod

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar
 
 import requests
 import tweepy
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 from urllib3.exceptions import ProtocolError
 
 from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
 from pipeline.config import Config
 from pipeline.errors import ChannelError
+from pipeline.fields import http_url
 from pipeline.models import Delivery, Receipt
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,7 @@ class XSettings(HttpSettings):
     consumer_secret: SecretStr
     access_token: SecretStr
     access_token_secret: SecretStr
-    base_url: str = "https://api.x.com"
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://api.x.com")
-        return v.rstrip("/")
+    base_url: Annotated[str, http_url("https://api.x.com")] = "https://api.x.com"
 
 
 class _RebasedSession(requests.Session):
