@@ -44,8 +44,9 @@ screenshots: $(TEST_STAMP) browser
 golden: $(TEST_STAMP)
 	$(BIN)/python -m pytest --update-golden tests
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/preview_page.py
 	@command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || { \
 	  echo "installing Debian's postfix for smtp-sink (not configured, not started)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null; \

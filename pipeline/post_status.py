@@ -15,7 +15,7 @@ from pipeline.plan import publishable
 from pipeline.runs import digest_of
 from pipeline.schedule import digest_candidates, waiting
 from pipeline.state import engine_for
-from pipeline.timetable import Entry, fire_times
+from pipeline.timetable import fire_times
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,20 +29,48 @@ class ChannelState:
     at: datetime | None = None
 
 
-def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None
-                ) -> dict[str, list[ChannelState]]:
-    """Slug -> the post's state on every configured channel, in config order."""
+MAX_TURNS = 50      # a queue is looked ahead this many slots; a post further back is "not scheduled"
+
+# (entry name, channel) -> slug -> which coming fire sends it (0: the next), with those fires.
+Turns = dict[tuple[str, str], tuple[dict[str, int], list[datetime]]]
+
+
+def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None,
+                only: Sequence[str] | None = None) -> dict[str, list[ChannelState]]:
+    """Slug -> the post's state on every configured channel, in config order. `posts` are all
+    the posts (a queue's order depends on them); `only`: the slugs wanted (default: all)."""
     now = now or datetime.now(UTC)
     engine = engine_for(config)
     ready = publishable(posts, now)
     ledger = Ledger(engine)
     try:
         digests = {c: digest_of(engine, c) for c in config.channels}
+        turns = _turns(config, ready, ledger, now)
         zone = ZoneInfo(config.timezone)
-        return {p.slug: [_local(_state(config, p, c, ready, ledger, digests[c], now), zone)
-                         for c in config.channels] for p in posts}
+        return {p.slug: [_local(_state(config, p, c, turns, ledger, digests[c], now), zone)
+                         for c in config.channels]
+                for p in posts if only is None or p.slug in only}
     finally:
         ledger.close()
+
+
+def _turns(config: Config, ready: list[Post], ledger: Ledger, now: datetime) -> Turns:
+    """For every timetable entry and channel: which of its coming fires sends which post, worked
+    out once for all posts (the ledger is asked once per post and entry, not once per pair)."""
+    out: Turns = {}
+    for entry in config.schedule:
+        waiting_slugs = [p.slug for p in waiting(entry, ready, ledger)] if entry.edition != "digest" else []
+        for channel in entry.channels:
+            if entry.edition == "digest":
+                order = {s: 0 for s in digest_candidates(config, entry, channel, now, ready)}
+            elif entry.edition == "latest":
+                order = {ready[-1].slug: 0} if ready and ready[-1].slug in waiting_slugs else {}
+            else:
+                order = {s: i for i, s in enumerate(waiting_slugs[:MAX_TURNS])}
+            count = max(order.values(), default=-1) + 1
+            fires = fire_times(entry, config.timezone, now, count) if count else []
+            out[(entry.name, channel)] = (order, fires)
+    return out
 
 
 def _local(state: ChannelState, zone: ZoneInfo) -> ChannelState:
@@ -50,7 +78,7 @@ def _local(state: ChannelState, zone: ZoneInfo) -> ChannelState:
     return replace(state, at=state.at.astimezone(zone)) if state.at else state
 
 
-def _state(config: Config, post: Post, channel: str, ready: list[Post], ledger: Ledger,
+def _state(config: Config, post: Post, channel: str, turns: Turns, ledger: Ledger,
            digests: dict[str, str], now: datetime) -> ChannelState:
     recorded = _recorded(ledger, channel, post.slug)
     if recorded is None and post.slug in digests:
@@ -63,7 +91,7 @@ def _state(config: Config, post: Post, channel: str, ready: list[Post], ledger: 
         return ChannelState(channel=channel, state="draft", detail="a draft is never sent")
     if post.date > now:
         return ChannelState(channel=channel, state="future", detail="not before its date", at=post.date)
-    return (_scheduled(config, post, channel, ready, ledger, now)
+    return (_scheduled(config, post, channel, turns, now)
             or ChannelState(channel=channel, state="not scheduled"))
 
 
@@ -84,31 +112,17 @@ def _recorded(ledger: Ledger, channel: str, edition: str, via: str = "") -> Chan
                         at=ledger.last_sent(channel=channel, edition=edition))
 
 
-def _scheduled(config: Config, post: Post, channel: str, ready: list[Post], ledger: Ledger,
-               now: datetime) -> ChannelState | None:
+def _scheduled(config: Config, post: Post, channel: str, turns: Turns, now: datetime) -> ChannelState | None:
     """The earliest moment `publish_at` or a timetable entry sends the post on `channel`."""
     options: list[tuple[datetime, str]] = []
     if post.publish_at is not None and channel in (post.channels or config.default_channels):
         options.append((max(post.publish_at, now), "publish_at"))
     for entry in config.schedule:
-        if channel in entry.channels:
-            turn = _turn(config, entry, channel, post, ready, ledger, now)
-            fires = [] if turn is None else fire_times(entry, config.timezone, now, turn + 1)
-            if turn is not None and len(fires) > turn:
-                options.append((fires[turn], entry.name))
+        order, fires = turns.get((entry.name, channel), ({}, []))
+        turn = order.get(post.slug)
+        if turn is not None and turn < len(fires):
+            options.append((fires[turn], entry.name))
     if not options:
         return None
     at, why = min(options)
     return ChannelState(channel=channel, state="scheduled", detail=why, at=at)
-
-
-def _turn(config: Config, entry: Entry, channel: str, post: Post, ready: list[Post], ledger: Ledger,
-          now: datetime) -> int | None:
-    """Which of the entry's coming fires sends the post (0: the next one), None if none does."""
-    if entry.edition == "digest":
-        fresh = digest_candidates(config, entry, channel, now, ready)
-        return 0 if post.slug in fresh else None
-    if entry.edition == "latest":
-        return 0 if ready and ready[-1].slug == post.slug and waiting(entry, ready[-1:], ledger) else None
-    queue = [p.slug for p in waiting(entry, ready, ledger)]
-    return queue.index(post.slug) if post.slug in queue and queue.index(post.slug) < 50 else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,8 +44,9 @@ def render_post(post: Post, config: Config) -> Rendered:
                     footer=footer(post, config), threads=threads(post, config))
 
 
-def render_posts(config: Config, slugs: Sequence[str] = ()) -> Batch:
-    """Load and render the posts (all, or those whose slug is in `slugs`)."""
+def render_posts(config: Config, slugs: Sequence[str] = (), *,
+                 render: Callable[[Post, Config], Rendered] = render_post) -> Batch:
+    """Load and render the posts (all, or those whose slug is in `slugs`) with `render`."""
     loaded = load_posts(config)
     posts = [p for p in loaded.posts if not slugs or p.slug in slugs]
     missing = [s for s in slugs if s not in {p.slug for p in loaded.posts}]
@@ -58,7 +59,7 @@ def render_posts(config: Config, slugs: Sequence[str] = ()) -> Batch:
     rendered = []
     for post in posts:
         try:
-            item = render_post(post, config)
+            item = render(post, config)
         except PipelineError as exc:
             problems.append(Problem(where=post.path, message=str(exc).removeprefix(post.path + ": ")))
             continue

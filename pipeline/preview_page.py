@@ -18,6 +18,7 @@ import hashlib
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -39,9 +40,9 @@ from starlette.routing import Route
 from pipeline.channels.devto import article
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
-from pipeline.models import Problem, Rendered, Severity, Snippet
+from pipeline.models import Post, Problem, Rendered, Severity, Snippet
 from pipeline.post_status import post_states
-from pipeline.preview import Batch, render_posts, sample_values
+from pipeline.preview import Batch, render_post, render_posts, sample_values
 from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
 from pipeline.send_test import email_channel, send_test
@@ -82,21 +83,19 @@ class Workspace:
         self.config_path = config_path
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._renders: dict[tuple[str, str], Rendered] = {}
+        self._renders_base = ""
 
-    def version(self, config: Config | None) -> str:
-        """A fingerprint of config.yaml and of every file under the config's posts and templates
-        folders: names, sizes and modification times."""
+    def version(self, config: Config | None, *, posts: bool = True) -> str:
+        """A fingerprint of config.yaml and of every file under the config's templates folder
+        (and posts folder, with `posts`): names, sizes and modification times."""
         roots = [self.config_path]
         if config is not None:
-            roots += [config.path(config.posts), config.path(config.templates)]
+            roots += [config.path(config.templates)] + ([config.path(config.posts)] if posts else [])
         digest = hashlib.sha256()
         for root in roots:
             for path in sorted(root.rglob("*")) if root.is_dir() else [root]:
-                try:
-                    stat = path.stat()
-                except OSError:
-                    continue
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                digest.update(f"{path}\0{_stat(path)}\n".encode())
         return digest.hexdigest()[:16]
 
     def current(self) -> Snapshot:
@@ -115,7 +114,31 @@ class Workspace:
         # Taken before rendering: a file saved during the render makes the next request render again.
         version = self.version(config)
         log.info("rendering posts (files changed)")
-        return Snapshot(version=version, config=config, batch=render_posts(config))
+        return Snapshot(version=version, config=config, batch=render_posts(config, render=self._memo(config)))
+
+    def _memo(self, config: Config) -> Callable[[Post, Config], Rendered]:
+        """render_post, remembering each post's render while its file, the templates and the config
+        stay the same: saving one post renders that post again, not all of them."""
+        base = self.version(config, posts=False)
+        if base != self._renders_base:
+            self._renders, self._renders_base = {}, base
+
+        def render(post: Post, config: Config) -> Rendered:
+            key = (post.path, _stat(config.root / post.path))
+            if key not in self._renders:
+                self._renders[key] = render_post(post, config)
+            return self._renders[key]
+
+        return render
+
+
+def _stat(path: Path) -> str:
+    """Size and modification time of a file ("" if it is gone)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ""
+    return f"{stat.st_size}\0{stat.st_mtime_ns}"
 
 
 def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
@@ -176,10 +199,10 @@ class _Pages:
         return self._render(snap, "index.html.j2", rows=rows, broken=list(snap.broken().items()),
                             channels=list(snap.config.channels))
 
-    def _states(self, snap: Snapshot) -> dict[str, list[Any]]:
+    def _states(self, snap: Snapshot, only: list[str] | None = None) -> dict[str, list[Any]]:
         assert snap.config is not None and snap.batch is not None
         return post_states(snap.config, [r.post for r in snap.batch.rendered],
-                           now=self.now or datetime.now(UTC))
+                           now=self.now or datetime.now(UTC), only=only)
 
     async def post(self, request: Request, notice: dict[str, Any] | None = None,
                    status: int = 200, to: str | None = None) -> HTMLResponse:
@@ -192,7 +215,7 @@ class _Pages:
             problem = snap.broken().get(slug)
             return self._render(snap, "post.html.j2", 200 if problem else 404, slug=slug,
                                 problem=problem)
-        states = (await run_in_threadpool(self._states, snap)).get(slug, [])
+        states = (await run_in_threadpool(self._states, snap, [slug])).get(slug, [])
         width = request.query_params.get("width", "desktop")
         return self._render(
             snap, "post.html.j2", status, slug=slug, item=item, states=states, notice=notice,

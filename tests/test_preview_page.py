@@ -161,3 +161,22 @@ def test_pipeline_preview_serve_command(project, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert f"Preview page on {base}/" in log.read_text(encoding="utf-8")
+
+
+def test_saving_one_post_renders_only_that_post_again(project):
+    """The other posts' renders are kept while their files, the templates and config stay the same."""
+    from pipeline.preview_page import Workspace
+
+    workspace = Workspace(project / "config.yaml")
+    before = workspace.current()
+    path = project / "posts" / f"{SEED_SLUG}.md"
+    path.write_text(path.read_text(encoding="utf-8").replace('title: "Ketamine’s', 'title: "New: Ketamine’s'),
+                    encoding="utf-8")
+    _touch_later(path)
+    after = workspace.current()
+    assert after.version != before.version
+    assert after.item(SEED_SLUG).post.title.startswith("New: ")
+    assert after.item("mood-journal") is before.item("mood-journal")
+    template = project / "templates" / "email" / "base.mjml.j2"
+    _touch_later(template)
+    assert workspace.current().item("mood-journal") is not before.item("mood-journal")
