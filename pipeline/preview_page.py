@@ -39,12 +39,14 @@ from starlette.routing import Route
 
 from pipeline.channels.devto import article
 from pipeline.config import Config, load_config
+from pipeline.content import LoadResult
 from pipeline.errors import PipelineError
 from pipeline.models import Post, Problem, Rendered, Severity, Snippet
 from pipeline.post_status import post_states
 from pipeline.preview import Batch, render_post, render_posts, sample_values
 from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
+from pipeline.schedule import NextDigest, next_digests
 from pipeline.send_test import email_channel, send_test
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,8 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
         Route("/posts/{slug}/email.html", pages.email_html, methods=["GET"]),
         Route("/posts/{slug}/email.txt", pages.email_text, methods=["GET"]),
         Route("/posts/{slug}/send-test", pages.send_test, methods=["POST"]),
+        Route("/digests/{entry}/{channel}", pages.digest, methods=["GET"]),
+        Route("/digests/{entry}/{channel}/email.html", pages.digest_html, methods=["GET"]),
         Route("/api/version", pages.version, methods=["GET"]),
         Route("/healthz", lambda _: PlainTextResponse("ok"), methods=["GET"]),
     ], middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
@@ -194,15 +198,49 @@ class _Pages:
         if snap.config is None or snap.batch is None:
             return self._render(snap, "index.html.j2", 500, rows=[], broken=[], channels=[])
         states = await run_in_threadpool(self._states, snap)
+        digests = await run_in_threadpool(self._digests, snap, False)
         rows = [{"item": r, "warnings": _warnings(snap, r), "states": states.get(r.post.slug, [])}
                 for r in reversed(snap.batch.rendered)]
         return self._render(snap, "index.html.j2", rows=rows, broken=list(snap.broken().items()),
-                            channels=list(snap.config.channels))
+                            channels=list(snap.config.channels), digests=digests)
 
     def _states(self, snap: Snapshot, only: list[str] | None = None) -> dict[str, list[Any]]:
         assert snap.config is not None and snap.batch is not None
         return post_states(snap.config, [r.post for r in snap.batch.rendered],
                            now=self.now or datetime.now(UTC), only=only)
+
+    def _digests(self, snap: Snapshot, render: bool = True) -> list[NextDigest]:
+        assert snap.config is not None and snap.batch is not None
+        local = LoadResult(posts=tuple(r.post for r in snap.batch.rendered), problems=())
+        return next_digests(snap.config, now=self.now or datetime.now(UTC), local=local, render=render)
+
+    async def _digest(self, request: Request) -> tuple[Snapshot, NextDigest | None]:
+        snap = await run_in_threadpool(self.workspace.current)
+        if snap.config is None:
+            return snap, None
+        wanted = (request.path_params["entry"], request.path_params["channel"])
+        digests = await run_in_threadpool(self._digests, snap)
+        return snap, next((d for d in digests if (d.entry.name, d.channel) == wanted), None)
+
+    async def digest(self, request: Request) -> HTMLResponse:
+        snap, found = await self._digest(request)
+        if snap.config is None or found is None:
+            return self._render(snap, "digest.html.j2", 500 if snap.config is None else 404,
+                                digest=None, entry=request.path_params["entry"])
+        width = request.query_params.get("width", "desktop")
+        edition = found.edition
+        return self._render(
+            snap, "digest.html.j2", digest=found, entry=found.entry.name, sender=_sender(snap.config),
+            text=Fill.of(edition.text, escape=False)(sample_values(snap.config)) if edition else "",
+            width=width if width in WIDTHS else "desktop", widths=WIDTHS,
+            dark=request.query_params.get("theme") == "dark",
+            src=f"/digests/{found.entry.name}/{found.channel}/email.html")
+
+    async def digest_html(self, request: Request) -> Response:
+        snap, found = await self._digest(request)
+        if snap.config is None or found is None or found.edition is None:
+            return PlainTextResponse("no such digest (or it has no articles yet)", status_code=404)
+        return _email_page(found.edition.html, snap.config, request)
 
     async def post(self, request: Request, notice: dict[str, Any] | None = None,
                    status: int = 200, to: str | None = None) -> HTMLResponse:
@@ -231,10 +269,7 @@ class _Pages:
         item = snap.item(request.path_params["slug"])
         if item is None or snap.config is None:
             return PlainTextResponse("no such post (or it failed to render)", status_code=404)
-        html = Fill.of(item.edition.html, escape=True)(sample_values(snap.config))
-        extra = '<base target="_blank">' + (DARK if request.query_params.get("theme") == "dark" else "")
-        html = html.replace("<head>", "<head>" + extra, 1)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return _email_page(item.edition.html, snap.config, request)
 
     async def email_text(self, request: Request) -> Response:
         snap = await run_in_threadpool(self.workspace.current)
@@ -262,6 +297,14 @@ class _Pages:
             f"Test sent to {', '.join(r.address for r in results)}"
         return await self.post(request, {"ok": not failed, "message": message, "results": results},
                                502 if failed else 200, to=to)
+
+
+def _email_page(html: str, config: Config, request: Request) -> HTMLResponse:
+    """A compiled edition filled for the sample reader, links opening outside the page's frame,
+    on a dark canvas with `?theme=dark`."""
+    html = Fill.of(html, escape=True)(sample_values(config))
+    extra = '<base target="_blank">' + (DARK if request.query_params.get("theme") == "dark" else "")
+    return HTMLResponse(html.replace("<head>", "<head>" + extra, 1), headers={"Cache-Control": "no-store"})
 
 
 def _test_channel(config: Config) -> str | None:

@@ -22,8 +22,9 @@ from sqlalchemy import Engine, func
 from sqlalchemy import select as sql_select
 
 from pipeline.config import Config, load_config
+from pipeline.content import LoadResult
 from pipeline.ledger import Ledger
-from pipeline.models import Post, Status
+from pipeline.models import Edition, Post, Status
 from pipeline.plan import publishable
 from pipeline.preview import render_post
 from pipeline.publish import ChannelReport, publish_edition, publish_rendered
@@ -123,18 +124,63 @@ def run_entry(config: Config, entry: Entry, fire_time: datetime, *, now: datetim
 def _digest(config: Config, entry: Entry, channel: str, fire_time: datetime, ready: list[Post], *,
             now: datetime, dry_run: bool, stop: threading.Event | None) -> ChannelReport:
     engine = engine_for(config)
-    local = fire_time.astimezone(entry.zone(config.timezone))
-    key = f"digest-{entry.name}-{local:%Y-%m-%d}"
-    since = _last_digest(engine, entry.name, fire_time) or fire_time - timedelta(days=7)
+    key = digest_key(config, entry, fire_time)
     fresh = digest_candidates(config, entry, channel, fire_time, ready)
     members = set(claim_for_digest(engine, channel=channel, digest=key, slugs=fresh))
     posts = [p for p in ready if p.slug in members]
     if not posts and config.digest.empty == "skip":
         log.info("%s: no new articles for %s; digest not sent", entry.name, channel)
         return ChannelReport(channel=channel, editions=[key])
-    edition = render_digest(posts, config, key=key, start=since.astimezone(local.tzinfo).date(),
-                            end=local.date(), channel=channel)
+    edition = digest_edition(config, entry, channel, fire_time, posts)
     return publish_edition(config, edition, channel, dry_run=dry_run, now=now, stop=stop)
+
+
+def digest_key(config: Config, entry: Entry, fire_time: datetime) -> str:
+    """The edition key of the digest `entry` sends at `fire_time` (one per local day)."""
+    return f"digest-{entry.name}-{fire_time.astimezone(entry.zone(config.timezone)):%Y-%m-%d}"
+
+
+def digest_edition(config: Config, entry: Entry, channel: str, fire_time: datetime,
+                   posts: list[Post]) -> Edition:
+    """The digest `entry` sends on `channel` at `fire_time` with `posts` in it: it covers the time
+    since the entry's last digest (or the week before its first)."""
+    local = fire_time.astimezone(entry.zone(config.timezone))
+    since = _last_digest(engine_for(config), entry.name, fire_time) or fire_time - timedelta(days=7)
+    return render_digest(posts, config, key=digest_key(config, entry, fire_time),
+                         start=since.astimezone(local.tzinfo).date(), end=local.date(), channel=channel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextDigest:
+    """What a digest entry would send on one channel at its next fire, if nothing else came in."""
+
+    entry: Entry
+    channel: str
+    fire_time: datetime
+    posts: tuple[Post, ...]
+    edition: Edition | None          # None: no new articles and `digest.empty: skip`
+
+
+def next_digests(config: Config, *, now: datetime | None = None, local: LoadResult | None = None,
+                 render: bool = True) -> list[NextDigest]:
+    """Each digest entry's next edition per channel, with the articles it holds so far (posts
+    and feed entries ready now; `local`: the posts, if already loaded). Without `render`, only
+    the articles (no edition). Nothing is claimed or recorded."""
+    now = now or datetime.now(UTC)
+    ready = publishable(load_all(config, now=now, local=local).posts, now)
+    out = []
+    for entry in (e for e in config.schedule if e.edition == "digest"):
+        fires = fire_times(entry, config.timezone, now, 1)
+        if not fires:
+            continue
+        for channel in entry.channels:
+            members = set(digest_candidates(config, entry, channel, fires[0], ready))
+            posts = [p for p in ready if p.slug in members]
+            edition = (digest_edition(config, entry, channel, fires[0], posts)
+                       if render and (posts or config.digest.empty == "note") else None)
+            out.append(NextDigest(entry=entry, channel=channel, fire_time=fires[0], posts=tuple(posts),
+                                  edition=edition))
+    return out
 
 
 def _last_digest(engine: Engine, entry: str, before: datetime) -> datetime | None:

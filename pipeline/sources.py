@@ -18,12 +18,14 @@ from pipeline.models import Post, Problem, Severity
 log = logging.getLogger(__name__)
 
 
-def load_all(config: Config, *, now: datetime | None = None) -> LoadResult:
+def load_all(config: Config, *, now: datetime | None = None, local: LoadResult | None = None) -> LoadResult:
     """The local posts plus the feed entries ready by `now`, oldest first, like `load_posts`.
-    A feed entry whose slug a local post already uses is left out with a problem."""
+    A feed entry whose slug a local post already uses is left out with a problem. `local`: the
+    posts already loaded (the preview page has them), instead of reading `posts/` again."""
     now = now or datetime.now(UTC)
-    local = (load_posts(config) if any(isinstance(s, PostsSource) for s in config.sources)
-             else LoadResult(posts=(), problems=()))
+    if not any(isinstance(s, PostsSource) for s in config.sources):
+        local = LoadResult(posts=(), problems=())
+    local = local if local is not None else load_posts(config)
     taken = {p.slug for p in local.posts}
     posts: list[Post] = list(local.posts)
     problems: list[Problem] = list(local.problems)

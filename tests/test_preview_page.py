@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, SEED_SLUG
+from tests.conftest import PREVIEW_NOW, ROOT, SEED_SLUG
 from tests.servers import wait_healthy
 from tests.smtp_sink import free_port
 
@@ -180,3 +181,40 @@ def test_saving_one_post_renders_only_that_post_again(project):
     template = project / "templates" / "email" / "base.mjml.j2"
     _touch_later(template)
     assert workspace.current().item("mood-journal") is not before.item("mood-journal")
+
+
+def test_next_digest_lists_its_articles_and_shows_the_edition(preview_server, write_post):
+    write_post("2026-11-25-fresh.md", "---\ntitle: Fresh this week\ndate: 2026-11-25\n---\nNew.\n")
+    base = preview_server()
+    index = httpx.get(f"{base}/").text
+    assert 'data-entry="weekly-newsletter"' in index and "1: Fresh this week" in index
+    page = httpx.get(f"{base}/digests/weekly-newsletter/outbox")
+    assert page.status_code == 200
+    assert "Mon 2026-11-30 09:00 EST" in page.text
+    assert '<a href="/posts/2026-11-25-fresh">Fresh this week</a>' in page.text
+    assert 'id="email-frame"' in page.text and "RTR Wellness Center: new articles" in page.text
+    html = httpx.get(f"{base}/digests/weekly-newsletter/outbox/email.html").text
+    assert "Fresh this week" in html and "{{" not in html
+    assert httpx.get(f"{base}/digests/nope/outbox").status_code == 404
+
+
+def test_a_digest_without_articles_says_it_is_skipped(preview_server):
+    base = preview_server()
+    assert "none yet" in httpx.get(f"{base}/").text
+    page = httpx.get(f"{base}/digests/weekly-newsletter/outbox").text
+    assert 'id="digest-empty"' in page and "nothing is sent" in page
+    assert httpx.get(f"{base}/digests/weekly-newsletter/outbox/email.html").status_code == 404
+
+
+def test_feed_entries_are_in_the_next_digest_preview(project, httpserver_ipv4, preview_server):
+    from pipeline.feeds import fetch_all
+    from tests.feed_server import FeedServer, item, rss, with_sources
+
+    feed = FeedServer(httpserver_ipv4)
+    url = feed.put("/feed.xml", rss(item("a", title="Partner news", date=PREVIEW_NOW - timedelta(days=1))))
+    config = with_sources(project, {"name": "partner", "url": url, "backfill": 1, "settle": "0m"})
+    [report] = fetch_all(config, now=PREVIEW_NOW - timedelta(hours=1))
+    assert report.new == 1
+    page = httpx.get(preview_server() + "/digests/weekly-newsletter/outbox").text
+    assert "Partner news <span class=\"muted\">(feed entry:" in page
+    assert "https://blog.example/a/" in page

@@ -155,3 +155,17 @@ def test_send_test_reaches_smtp_marked_test_and_leaves_the_ledger(page, preview_
         assert ledger.rows(dry_run=None) == []
     finally:
         ledger.close()
+
+
+def test_next_digest_page_shows_the_digest_email(page, preview_server, write_post):
+    write_post("2026-11-25-fresh.md", "---\ntitle: Fresh this week\ndate: 2026-11-25\n---\nNew.\n")
+    base = preview_server()
+    page.goto(base + "/")
+    page.get_by_role("link", name="weekly-newsletter").click()
+    expect(page.locator("#title")).to_have_text("Next digest: weekly-newsletter")
+    frame = page.frame_locator("#email-frame")
+    expect(frame.get_by_text("Fresh this week").filter(visible=True).first).to_be_visible()
+    page.click("#width-mobile")
+    page.wait_for_function("document.getElementById('email-frame').contentWindow.innerWidth === 375")
+    metrics = _frame_metrics(page)
+    assert metrics["scrollWidth"] <= metrics["clientWidth"], metrics
