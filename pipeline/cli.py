@@ -121,16 +121,24 @@ def _serve_preview(config: Config, host: str, port: int) -> None:
 
 
 @cli.command("send-test")
-@click.argument("slug")
+@click.argument("slug", required=False)
+@click.option("--digest", "digest", default=None, metavar="ENTRY",
+              help="send the next digest of this timetable entry instead of a post")
 @click.option("--to", "to", multiple=True, help="address (repeatable; default: preview.test_recipients)")
 @click.option("--channel", default=None, help="email channel (default: preview.test_channel, else the first)")
 @click.pass_obj
-def send_test_command(obj: _Context, slug: str, to: tuple[str, ...], channel: str | None) -> None:
-    """Send a post's email, marked [TEST], to a few addresses; the ledger is not touched."""
-    from pipeline.send_test import send_test
+def send_test_command(obj: _Context, slug: str | None, digest: str | None, to: tuple[str, ...],
+                      channel: str | None) -> None:
+    """Send a post's email (or with --digest ENTRY, the next digest as it stands), marked [TEST],
+    to a few addresses; the ledger is not touched."""
+    from pipeline.send_test import send_digest_test, send_test
 
+    if bool(slug) == bool(digest):
+        raise click.UsageError("give a post's SLUG or --digest ENTRY (one of them)")
     config = obj.config
-    results = send_test(config, slug, list(to) or config.preview.test_recipients, channel=channel)
+    addresses = list(to) or config.preview.test_recipients
+    results = (send_digest_test(config, digest, addresses, channel=channel) if digest
+               else send_test(config, slug or "", addresses, channel=channel))
     for r in results:
         if r.ok:
             out.print(f"sent test to {r.address} ({r.detail})")

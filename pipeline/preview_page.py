@@ -47,7 +47,7 @@ from pipeline.preview import Batch, render_post, render_posts, sample_values
 from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
 from pipeline.schedule import NextDigest, next_digests
-from pipeline.send_test import email_channel, send_test
+from pipeline.send_test import SentTest, email_channel, send_digest_test, send_test
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
         Route("/posts/{slug}/send-test", pages.send_test, methods=["POST"]),
         Route("/digests/{entry}/{channel}", pages.digest, methods=["GET"]),
         Route("/digests/{entry}/{channel}/email.html", pages.digest_html, methods=["GET"]),
+        Route("/digests/{entry}/{channel}/send-test", pages.digest_send_test, methods=["POST"]),
         Route("/api/version", pages.version, methods=["GET"]),
         Route("/healthz", lambda _: PlainTextResponse("ok"), methods=["GET"]),
     ], middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
@@ -222,7 +223,8 @@ class _Pages:
         digests = await run_in_threadpool(self._digests, snap)
         return snap, next((d for d in digests if (d.entry.name, d.channel) == wanted), None)
 
-    async def digest(self, request: Request) -> HTMLResponse:
+    async def digest(self, request: Request, notice: dict[str, Any] | None = None,
+                     status: int = 200, to: str | None = None) -> HTMLResponse:
         snap, found = await self._digest(request)
         if snap.config is None or found is None:
             return self._render(snap, "digest.html.j2", 500 if snap.config is None else 404,
@@ -230,7 +232,9 @@ class _Pages:
         width = request.query_params.get("width", "desktop")
         edition = found.edition
         return self._render(
-            snap, "digest.html.j2", digest=found, entry=found.entry.name, sender=_sender(snap.config),
+            snap, "digest.html.j2", status, digest=found, entry=found.entry.name, notice=notice,
+            token=self.token, test_channel=_test_channel(snap.config), sender=_sender(snap.config),
+            to=to if to is not None else ", ".join(snap.config.preview.test_recipients),
             text=Fill.of(edition.text, escape=False)(sample_values(snap.config)) if edition else "",
             width=width if width in WIDTHS else "desktop", widths=WIDTHS,
             dark=request.query_params.get("theme") == "dark",
@@ -279,24 +283,34 @@ class _Pages:
         return PlainTextResponse(Fill.of(item.edition.text, escape=False)(sample_values(snap.config)))
 
     async def send_test(self, request: Request) -> Response:
-        form = await request.form()
         slug = request.path_params["slug"]
+        return await self._send_form(request, self.post, lambda config, to: send_test(config, slug, to))
+
+    async def digest_send_test(self, request: Request) -> Response:
+        entry = request.path_params["entry"]
+        return await self._send_form(request, self.digest,
+                                     lambda config, to: send_digest_test(config, entry, to, now=self.now))
+
+    async def _send_form(self, request: Request, page: Callable[..., Any],
+                         send: Callable[[Config, list[str]], list[SentTest]]) -> Response:
+        """"Send test": check the form's token, send, and show the page again with the outcome
+        (and the addresses as typed)."""
+        form = await request.form()
         to = str(form.get("to") or "")
         if not secrets.compare_digest(str(form.get("token") or ""), self.token):
             return PlainTextResponse("this form is out of date: reload the page and try again",
                                      status_code=403)
         snap = await run_in_threadpool(self.workspace.current)
         if snap.config is None:
-            return await self.post(request, status=500)
+            return await page(request, status=500)
         try:
-            results = await run_in_threadpool(send_test, snap.config, slug, [to])
+            results = await run_in_threadpool(send, snap.config, [to])
         except PipelineError as exc:
-            return await self.post(request, {"ok": False, "message": str(exc)}, 400, to=to)
+            return await page(request, {"ok": False, "message": str(exc)}, 400, to=to)
         failed = [r for r in results if not r.ok]
         message = "; ".join(f"{r.address}: {r.detail}" for r in failed) if failed else \
             f"Test sent to {', '.join(r.address for r in results)}"
-        return await self.post(request, {"ok": not failed, "message": message, "results": results},
-                               502 if failed else 200, to=to)
+        return await page(request, {"ok": not failed, "message": message}, 502 if failed else 200, to=to)
 
 
 def _email_page(html: str, config: Config, request: Request) -> HTMLResponse:

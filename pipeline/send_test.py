@@ -1,4 +1,4 @@
-"""Test sends: a post's email edition to a few addresses before the real send.
+"""Test sends: a post's email edition (or the next digest) to a few addresses before the real send.
 
 A test goes through the configured email channel, exactly as the real send would, with three
 differences: the subject starts with `[TEST]`, it gets a Message-ID of its own (so a mail provider
@@ -18,11 +18,12 @@ from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
 from pipeline.content import load_posts
 from pipeline.errors import ChannelError, ConfigError, PipelineError
-from pipeline.models import Delivery, Post
+from pipeline.models import Delivery, Edition, Post
 from pipeline.preview import sample_values
 from pipeline.publish import sender_domain
 from pipeline.render.email import render_edition
 from pipeline.render.mime import build_message
+from pipeline.schedule import digest_edition, next_digests
 from pipeline.subscribers import normalize
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,30 @@ def send_test(config: Config, slug: str, addresses: Sequence[str], *, channel: s
     to = parse_addresses(addresses)
     post = find_post(config, slug)
     name = email_channel(config, channel)
+    return _send(config, render_edition(post, config, channel=name), name, to, now or datetime.now(UTC))
+
+
+def send_digest_test(config: Config, entry: str, addresses: Sequence[str], *, channel: str | None = None,
+                     now: datetime | None = None) -> list[SentTest]:
+    """Send the next digest of the timetable entry `entry`, as it stands now, marked [TEST]. Raises
+    PipelineError for an unknown entry or a digest with nothing in it (nothing would be sent)."""
+    to = parse_addresses(addresses)
     now = now or datetime.now(UTC)
-    edition = render_edition(post, config, channel=name)
-    edition = replace(edition, key=f"test-{slug}-{now:%Y%m%dT%H%M%S%f}")
+    found = next((d for d in next_digests(config, now=now, render=False) if d.entry.name == entry), None)
+    if found is None:
+        names = ", ".join(e.name for e in config.schedule if e.edition == "digest") or "none"
+        raise PipelineError(f"{config.source}: schedule: no digest entry named {entry!r} (digests: {names})")
+    if not found.posts and config.digest.empty == "skip":
+        raise PipelineError(f"the next {entry} digest has no articles yet, so nothing would be sent "
+                            "(digest.empty: skip); there is nothing to test")
+    name = email_channel(config, channel)
+    edition = digest_edition(config, found.entry, name, found.fire_time, list(found.posts))
+    return _send(config, edition, name, to, now)
+
+
+def _send(config: Config, edition: Edition, name: str, to: list[str], now: datetime) -> list[SentTest]:
+    """The edition, under a test key of its own, to each address through the channel `name`."""
+    edition = replace(edition, key=f"test-{edition.key}-{now:%Y%m%dT%H%M%S%f}")
     sender_channel = build_channel(config, name)
     sender = getattr(sender_channel, "sender", config.sender)
     results = []

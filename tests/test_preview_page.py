@@ -218,3 +218,18 @@ def test_feed_entries_are_in_the_next_digest_preview(project, httpserver_ipv4, p
     page = httpx.get(preview_server() + "/digests/weekly-newsletter/outbox").text
     assert "Partner news <span class=\"muted\">(feed entry:" in page
     assert "https://blog.example/a/" in page
+
+
+def test_send_test_of_the_next_digest_from_its_page(preview_server, project, write_post):
+    write_post("2026-11-25-fresh.md", "---\ntitle: Fresh this week\ndate: 2026-11-25\n---\nNew.\n")
+    base = preview_server()
+    with httpx.Client(base_url=base) as client:
+        page = client.get("/digests/weekly-newsletter/outbox").text
+        token = re.search(r'name="token" value="([^"]+)"', page)[1]
+        assert 'action="/digests/weekly-newsletter/outbox/send-test"' in page
+        ok = client.post("/digests/weekly-newsletter/outbox/send-test",
+                         data={"to": "qa@example.com", "token": token})
+    assert ok.status_code == 200 and "Test sent to qa@example.com" in ok.text
+    [name] = os.listdir(project / "out" / "outbox" / "mail" / "new")
+    raw = (project / "out" / "outbox" / "mail" / "new" / name).read_text(encoding="utf-8")
+    assert "Subject: [TEST] RTR Wellness Center: new articles" in raw

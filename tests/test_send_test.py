@@ -7,6 +7,7 @@ import email
 import email.policy
 import mailbox
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -135,3 +136,25 @@ def test_message_parses_as_multipart_alternative(project, config):
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message.get_content_type() == "multipart/alternative"
     assert "Hi Alex" in message.get_body(("plain",)).get_content()
+
+
+def test_cli_send_test_of_the_next_digest(project, run_cli, write_post):
+    write_post("2099-01-01-later.md", "---\ntitle: Later\ndate: 2099-01-01\n---\nNot yet.\n")
+    empty = run_cli("--config", project / "config.yaml", "send-test", "--digest", "weekly-newsletter",
+                    "--to", "qa@example.com")
+    assert empty.returncode == 1 and "has no articles yet" in empty.stderr
+    # Dated a minute ago: after the previous Monday's fire, so in the next digest whatever the day.
+    moment = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_post("fresh.md", f"---\ntitle: Fresh this week\ndate: {moment}\n---\nNew.\n")
+    result = run_cli("--config", project / "config.yaml", "send-test", "--digest", "weekly-newsletter",
+                     "--to", "qa@example.com")
+    assert result.returncode == 0, result.stderr
+    [message] = mailbox.Maildir(project / "out" / "outbox" / "mail", create=False)
+    assert message["Subject"].startswith("[TEST] RTR Wellness Center: new articles")
+    assert "Fresh this week" in message.get_payload(0).get_payload(decode=True).decode()
+    from pipeline.config import load_config
+    assert _ledger_rows(load_config(project / "config.yaml")) == []
+    for args, error in ((["--digest", "nope"], "no digest entry named 'nope'"),
+                        ([], "give a post's SLUG or --digest ENTRY")):
+        bad = run_cli("--config", project / "config.yaml", "send-test", *args, "--to", "qa@example.com")
+        assert bad.returncode != 0 and error in bad.stderr and "Traceback" not in bad.stderr

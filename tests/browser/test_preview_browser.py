@@ -169,3 +169,19 @@ def test_next_digest_page_shows_the_digest_email(page, preview_server, write_pos
     page.wait_for_function("document.getElementById('email-frame').contentWindow.innerWidth === 375")
     metrics = _frame_metrics(page)
     assert metrics["scrollWidth"] <= metrics["clientWidth"], metrics
+
+
+def test_send_test_of_the_next_digest_reaches_smtp(page, preview_server, project, sink, write_post):
+    write_post("2026-11-25-fresh.md", "---\ntitle: Fresh this week\ndate: 2026-11-25\n---\nNew.\n")
+    add_channel(project, "newsletter", "smtp", {"host": "127.0.0.1", "port": sink.port,
+                                                "security": "none", "timeout": 5})
+    text = (project / "config.yaml").read_text(encoding="utf-8")
+    (project / "config.yaml").write_text(text.replace(
+        "channels:\n", "preview:\n  test_channel: newsletter\n\nchannels:\n", 1), encoding="utf-8")
+    page.goto(preview_server() + "/digests/weekly-newsletter/outbox")
+    page.fill("#to", "qa@example.com")
+    page.click("#send-test-button")
+    expect(page.locator("#send-test-result")).to_contain_text("Test sent to qa@example.com")
+    [received] = sink.received
+    assert received.message["Subject"].startswith("[TEST] RTR Wellness Center: new articles")
+    assert "Fresh this week" in received.message.get_body(("html",)).get_content()
