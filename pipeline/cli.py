@@ -354,14 +354,14 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
     ledger = Ledger(engine)
     rows = ledger.counts(dry_run=dry_run)
     ledger.close()
-    timetable = runs(engine)
-    if as_json:
-        out.print_json(json.dumps(rows, default=str))
-        return
-    for r in timetable:
+    # Missed runs go to stderr in both forms, so that stdout stays the ledger's rows (or JSON).
+    for r in runs(engine):
         if r["status"] == "missed":
             say("warning", f"timetable entry {r['entry']}: the run due {r['fire_time']:%Y-%m-%d %H:%M} UTC "
                            f"was missed ({r['detail']})")
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
     if not rows:
         out.print("The ledger is empty: nothing has been sent yet.")
         return

@@ -355,6 +355,8 @@ def test_restart_after_max_lateness_sends_nothing_and_status_warns(project, run_
         f"warning: timetable entry once: the run due {due:%Y-%m-%d %H:%M} UTC was missed "
         "(missed by more than max_lateness (the scheduler was not running))"]
     assert "The ledger is empty" in status.stdout
+    as_json = run_cli("--config", cfg, "status", "--json")
+    assert json.loads(as_json.stdout) == [] and as_json.stderr == status.stderr
 
 
 def test_run_once_does_not_fire_again_what_the_daemon_ran(project, run_cli, start):

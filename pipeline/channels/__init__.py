@@ -1,23 +1,50 @@
-"""Channels, built from `config.yaml` `channels:` entries by `type`."""
+"""Channels, built from `config.yaml` `channels:` entries by `type`.
+
+CHANNELS maps each type to its class. A channel's module, and the client library it brings
+(tweepy, Mastodon.py, atproto...), is imported the first time its type is looked up: an email
+send does not pay for the social networks' libraries (about 40 MB of memory).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from pipeline.channels.base import Channel, ChannelSettings
-from pipeline.channels.bluesky import Bluesky
-from pipeline.channels.devto import Devto
-from pipeline.channels.mastodon import Mastodon
 from pipeline.channels.outbox import Outbox
-from pipeline.channels.smtp import Smtp
-from pipeline.channels.webhook import Webhook
-from pipeline.channels.x import X
 from pipeline.config import Config, resolve_env
 from pipeline.errors import ConfigError
 
-CHANNELS: dict[str, Any] = {c.type: c for c in (Outbox, Smtp, X, Mastodon, Bluesky, Webhook, Devto)}
+_MODULES = {"outbox": "outbox:Outbox", "smtp": "smtp:Smtp", "x": "x:X", "mastodon": "mastodon:Mastodon",
+            "bluesky": "bluesky:Bluesky", "webhook": "webhook:Webhook", "devto": "devto:Devto"}
+
+
+class _Registry(Mapping[str, Any]):
+    """type -> channel class, each module imported on first use."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, kind: str) -> Any:
+        if kind not in self._loaded:
+            module, _, cls = _MODULES[kind].partition(":")
+            self._loaded[kind] = getattr(importlib.import_module(f"pipeline.channels.{module}"), cls)
+        return self._loaded[kind]
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in _MODULES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+
+CHANNELS: Mapping[str, Any] = _Registry()
 
 __all__ = ["CHANNELS", "Channel", "ChannelSettings", "build_channel", "channel_settings"]
 
