@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import feedparser
 import httpx
 from slugify import slugify
-from sqlalchemy import Column, Connection, String, Table, Text, insert, select, update
+from sqlalchemy import Column, Connection, String, Table, Text, func, insert, select, update
 
 from pipeline.config import Config
 from pipeline.content import sanitize
@@ -532,18 +532,31 @@ def ready_posts(config: Config, *, now: datetime | None = None) -> list[Post]:
     """The accepted entries of the configured feeds that have settled by `now`, as Posts
     (`available_at` set to when each became ready). Reads only the state database."""
     now = now or datetime.now(UTC)
+    return [p for p in stored_posts(config) if p.available_at is None or p.available_at <= now]
+
+
+def stored_posts(config: Config) -> list[Post]:
+    """Every accepted entry of the configured feeds as a Post, settled or not (`available_at`:
+    when it is, or will be, ready to send)."""
     by_name = {s.name: s for s in config.feeds}
     if not by_name:
         return []
     with engine_for(config).connect() as conn:
         rows = conn.execute(select(feed_entries).where(feed_entries.c.feed.in_(list(by_name)),
                                                        feed_entries.c.status == Status.NEW)).all()
-    posts = []
-    for row in rows:
-        ready = _ready_at(row, by_name[row.feed])
-        if ready <= now:
-            posts.append(_post(json.loads(row.post), ready, config))
-    return posts
+    return [_post(json.loads(row.post), _ready_at(row, by_name[row.feed]), config) for row in rows]
+
+
+def stored_version(config: Config) -> str:
+    """Changes whenever an accepted entry of the configured feeds is added or updated."""
+    if not config.feeds:
+        return ""
+    query = (select(func.count(), func.max(feed_entries.c.updated_at))
+             .where(feed_entries.c.feed.in_([s.name for s in config.feeds]),
+                    feed_entries.c.status == Status.NEW))
+    with engine_for(config).connect() as conn:
+        count, last = conn.execute(query).one()
+    return f"{count}:{last}"
 
 
 def _post(data: dict[str, Any], ready: datetime, config: Config) -> Post:

@@ -21,7 +21,8 @@ from pipeline.timetable import fire_times
 @dataclass(frozen=True, kw_only=True)
 class ChannelState:
     """One post on one channel. `state`: sent, sending, failed, unknown, pending, in digest,
-    scheduled, not scheduled, draft or future; `detail` says how many, when, or by which timetable entry."""
+    scheduled, not scheduled, draft, future or settling (a feed entry); `detail` says how many,
+    when, or by which timetable entry."""
 
     channel: str
     state: str
@@ -41,7 +42,7 @@ def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None =
     the posts (a queue's order depends on them); `only`: the slugs wanted (default: all)."""
     now = now or datetime.now(UTC)
     engine = engine_for(config)
-    ready = publishable(posts, now)
+    ready = [p for p in publishable(posts, now) if not _settling(p, now)]
     ledger = Ledger(engine)
     try:
         digests = {c: digest_of(engine, c) for c in config.channels}
@@ -73,6 +74,11 @@ def _turns(config: Config, ready: list[Post], ledger: Ledger, now: datetime) -> 
     return out
 
 
+def _settling(post: Post, now: datetime) -> bool:
+    """A feed entry not yet quiet for its feed's `settle` time."""
+    return post.available_at is not None and post.available_at > now
+
+
 def _local(state: ChannelState, zone: ZoneInfo) -> ChannelState:
     """Times shown in the site's time zone."""
     return replace(state, at=state.at.astimezone(zone)) if state.at else state
@@ -91,6 +97,9 @@ def _state(config: Config, post: Post, channel: str, turns: Turns, ledger: Ledge
         return ChannelState(channel=channel, state="draft", detail="a draft is never sent")
     if post.date > now:
         return ChannelState(channel=channel, state="future", detail="not before its date", at=post.date)
+    if _settling(post, now):
+        return ChannelState(channel=channel, state="settling", at=post.available_at,
+                            detail="a feed entry whose content changed lately; sendable from then")
     return (_scheduled(config, post, channel, turns, now)
             or ChannelState(channel=channel, state="not scheduled"))
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.content import load_posts
+from pipeline.content import LoadResult, load_posts
 from pipeline.errors import PipelineError
 from pipeline.links import footer
 from pipeline.models import Post, Problem, Rendered, Severity
@@ -45,9 +45,11 @@ def render_post(post: Post, config: Config) -> Rendered:
 
 
 def render_posts(config: Config, slugs: Sequence[str] = (), *,
-                 render: Callable[[Post, Config], Rendered] = render_post) -> Batch:
-    """Load and render the posts (all, or those whose slug is in `slugs`) with `render`."""
-    loaded = load_posts(config)
+                 render: Callable[[Post, Config], Rendered] = render_post,
+                 loaded: LoadResult | None = None) -> Batch:
+    """Load and render the posts (all, or those whose slug is in `slugs`) with `render`.
+    `loaded`: the posts to render instead of those in the posts folder."""
+    loaded = loaded if loaded is not None else load_posts(config)
     posts = [p for p in loaded.posts if not slugs or p.slug in slugs]
     missing = [s for s in slugs if s not in {p.slug for p in loaded.posts}]
     # With slugs, other posts' problems are not this command's business, unless a requested

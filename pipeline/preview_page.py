@@ -39,8 +39,9 @@ from starlette.routing import Route
 
 from pipeline.channels.devto import article
 from pipeline.config import Config, load_config
-from pipeline.content import LoadResult
+from pipeline.content import LoadResult, load_posts
 from pipeline.errors import PipelineError
+from pipeline.feeds import stored_version
 from pipeline.models import Post, Problem, Rendered, Severity, Snippet
 from pipeline.post_status import post_states
 from pipeline.preview import Batch, render_post, render_posts, sample_values
@@ -48,6 +49,7 @@ from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
 from pipeline.schedule import NextDigest, next_digests
 from pipeline.send_test import SentTest, email_channel, send_digest_test, send_test
+from pipeline.sources import load_all
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +92,12 @@ class Workspace:
 
     def version(self, config: Config | None, *, posts: bool = True) -> str:
         """A fingerprint of config.yaml and of every file under the config's templates folder
-        (and posts folder, with `posts`): names, sizes and modification times."""
+        (and posts folder, with `posts`): names, sizes and modification times; and of the feed
+        entries stored (`pipeline fetch` adds and updates them)."""
         roots = [self.config_path]
         if config is not None:
             roots += [config.path(config.templates)] + ([config.path(config.posts)] if posts else [])
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(stored_version(config).encode() if config is not None else b"")
         for root in roots:
             for path in sorted(root.rglob("*")) if root.is_dir() else [root]:
                 digest.update(f"{path}\0{_stat(path)}\n".encode())
@@ -116,7 +119,10 @@ class Workspace:
         # Taken before rendering: a file saved during the render makes the next request render again.
         version = self.version(config)
         log.info("rendering posts (files changed)")
-        return Snapshot(version=version, config=config, batch=render_posts(config, render=self._memo(config)))
+        # Feed entries still settling are shown too (their state says when they can go out).
+        loaded = load_all(config, now=datetime.max.replace(tzinfo=UTC), local=load_posts(config))
+        return Snapshot(version=version, config=config,
+                        batch=render_posts(config, render=self._memo(config), loaded=loaded))
 
     def _memo(self, config: Config) -> Callable[[Post, Config], Rendered]:
         """render_post, remembering each post's render while its file, the templates and the config
@@ -126,7 +132,9 @@ class Workspace:
             self._renders, self._renders_base = {}, base
 
         def render(post: Post, config: Config) -> Rendered:
-            key = (post.path, _stat(config.root / post.path))
+            # A post file's size and time say whether it changed; a feed entry has no file.
+            key = (post.path, _stat(config.root / post.path) if not post.path.startswith("feed:")
+                   else hashlib.sha256(repr(post).encode()).hexdigest())
             if key not in self._renders:
                 self._renders[key] = render_post(post, config)
             return self._renders[key]

@@ -233,3 +233,30 @@ def test_send_test_of_the_next_digest_from_its_page(preview_server, project, wri
     [name] = os.listdir(project / "out" / "outbox" / "mail" / "new")
     raw = (project / "out" / "outbox" / "mail" / "new" / name).read_text(encoding="utf-8")
     assert "Subject: [TEST] RTR Wellness Center: new articles" in raw
+
+
+def test_feed_entries_have_pages_and_settling_ones_say_until_when(project, httpserver_ipv4, preview_server):
+    from pipeline.feeds import fetch_all
+    from tests.feed_server import FeedServer, item, rss, with_sources
+
+    feed = FeedServer(httpserver_ipv4)
+    old = item("a", title="Partner news", date=PREVIEW_NOW - timedelta(days=1))
+    url = feed.put("/feed.xml", rss(old))
+    config = with_sources(project, {"name": "partner", "url": url, "backfill": 1, "settle": "2h"})
+    fetch_all(config, now=PREVIEW_NOW - timedelta(hours=3))
+    base = preview_server()
+    index = httpx.get(f"{base}/").text
+    slug = re.search(r'<tr data-slug="(partner-[^"]+)"', index)[1]
+    assert "from feed partner" in index
+    page = httpx.get(f"{base}/posts/{slug}").text
+    assert 'data-network="bluesky"' in page and "https://blog.example/a/" in page
+    assert '<span class="badge scheduled">' in page            # settled: in the queue
+    # A new entry fetched just now is settling for two hours; the page picks it up by itself.
+    version = httpx.get(f"{base}/api/version").json()["version"]
+    feed.put("/feed.xml", rss(item("b", title="Hot off the press", date=PREVIEW_NOW), old))
+    fetch_all(config, now=PREVIEW_NOW)
+    assert httpx.get(f"{base}/api/version").json()["version"] != version
+    index = httpx.get(f"{base}/").text
+    fresh = re.search(r'<tr data-slug="(partner-hot[^"]+)"', index)[1]
+    page = httpx.get(f"{base}/posts/{fresh}").text
+    assert '<span class="badge settling">settling</span>' in page and "2026-11-27 09:00 EST" in page
