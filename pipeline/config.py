@@ -31,6 +31,7 @@ from pipeline.errors import ConfigError
 from pipeline.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
 from pipeline.fields import http_url
 from pipeline.networks import NETWORKS
+from pipeline.textfile import NotUtf8, read_utf8
 from pipeline.timetable import Entry
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -239,11 +240,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError with every problem found, one per line."""
     cfg_path = find_config(path)
     try:
-        text = cfg_path.read_text(encoding="utf-8")
+        text = read_utf8(cfg_path)
     except FileNotFoundError:
         raise ConfigError(f"{cfg_path}: not found (pass --config PATH or set PIPELINE_CONFIG)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{cfg_path}: not UTF-8 text; save it as UTF-8") from None
+    except NotUtf8 as exc:
+        raise ConfigError(f"{cfg_path}: {exc}; save it as UTF-8") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

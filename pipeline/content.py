@@ -27,6 +27,7 @@ from pipeline.errors import PostError
 from pipeline.links import absolute, canonical_url
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks import NETWORKS
+from pipeline.textfile import NotUtf8, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,10 @@ def load_post(path: Path, config: Config, *, display: str | None = None
 
 
 def _read_text(path: Path, where: str) -> str:
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PostError(where, f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02X}); "
-                               "save the file as UTF-8") from None
-    return text.removeprefix("\ufeff")
+        return read_utf8(path)
+    except NotUtf8 as exc:
+        raise PostError(where, f"{exc}; save the file as UTF-8") from None
 
 
 class _FrontMatterLoader(yaml.SafeLoader):

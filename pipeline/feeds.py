@@ -38,6 +38,7 @@ from pipeline.content import sanitize
 from pipeline.feed_settings import FeedSource
 from pipeline.links import absolute
 from pipeline.models import Post
+from pipeline.render.email import one_line
 from pipeline.render.text import plain_text
 from pipeline.state import UTCDateTime, engine_for, metadata
 
@@ -172,7 +173,7 @@ def _guarded(config: Config, source: FeedSource, client: httpx.Client, now: date
         return fetch_feed(config, source, client, now=now)
     except Exception as exc:
         log.exception("feed %s: unexpected error", source.name)
-        return _failed(config, source, f"unexpected error ({type(exc).__name__}: {_one_line(str(exc))}); "
+        return _failed(config, source, f"unexpected error ({type(exc).__name__}: {one_line(str(exc))}); "
                                        "this is a bug in the pipeline, please report it", now)
 
 
@@ -238,7 +239,7 @@ def _download(client: httpx.Client, source: FeedSource, *, etag: str | None,
     except httpx.TooManyRedirects:
         raise FeedError(f"more than {MAX_REDIRECTS} redirects") from None
     except httpx.HTTPError as exc:
-        raise FeedError(f"cannot fetch ({type(exc).__name__}: {_one_line(str(exc)) or 'no detail'})"
+        raise FeedError(f"cannot fetch ({type(exc).__name__}: {one_line(str(exc)) or 'no detail'})"
                         ) from None
 
 
@@ -252,7 +253,7 @@ def _parse(download: _Download) -> tuple[Any, list[str]]:
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
     if isinstance(problem, _BENIGN):
         problem = None
-    reason = _one_line(str(problem)) if problem is not None else ""
+    reason = one_line(str(problem)) if problem is not None else ""
     if not parsed.get("version") and not parsed.entries:
         raise FeedError("not an RSS or Atom feed" + (f" (malformed XML: {reason})" if reason else
                                                       " (got a page that is not a feed)"))
@@ -286,7 +287,7 @@ def _save_state(conn: Connection, source: FeedSource, now: datetime, *, status: 
                               "last_error": error}
     if download is not None:
         values.update(etag=download.headers.get("etag"), last_modified=download.headers.get("last-modified"),
-                      last_ok=now, title=_one_line(parsed.feed.get("title", ""))[:500] or None,
+                      last_ok=now, title=one_line(parsed.feed.get("title", ""))[:500] or None,
                       link=(parsed.feed.get("link") or "")[:2000] or None)
         if not baseline:
             values["baseline_at"] = now
@@ -327,7 +328,7 @@ def convert(raw: Mapping[str, Any], source: FeedSource, *, base: str, index: int
     entry_id = str(raw.get("id") or raw.get("link") or "").strip() or link
     body, has_content = _body(raw, link)
     title = _title(raw, body, link)
-    categories = tuple(dict.fromkeys(c for c in (_one_line(t.get("label") or t.get("term") or "")
+    categories = tuple(dict.fromkeys(c for c in (one_line(t.get("label") or t.get("term") or "")
                                                  for t in raw.get("tags") or []) if c))
     author = _author(raw)
     dated = _when(raw, "published_parsed", "updated_parsed")
@@ -377,7 +378,7 @@ def _title(raw: Mapping[str, Any], body: str, link: str) -> str:
     title = str(raw.get("title") or "")
     if "html" in ((raw.get("title_detail") or {}).get("type") or ""):   # Atom type="html": markup
         title = plain_text(title)
-    title = _one_line(title)
+    title = one_line(title)
     if title:
         return title[:300]
     words = plain_text(body).split()
@@ -423,13 +424,13 @@ def _image(raw: Mapping[str, Any], link: str) -> str | None:
 def _author(raw: Mapping[str, Any]) -> str:
     """The entry's author's name: RSS's "address (Name)" form gives Name; an address alone is
     not shown (it would publish someone's email address)."""
-    text = _one_line(raw.get("author") or "")
+    text = one_line(raw.get("author") or "")
     named = _ADDRESS_AND_NAME.fullmatch(text)
     if named:
-        return _one_line(named[1])
+        return one_line(named[1])
     if re.fullmatch(r"\S+@\S+", text):
         return ""
-    return _one_line((raw.get("author_detail") or {}).get("name") or text)
+    return one_line((raw.get("author_detail") or {}).get("name") or text)
 
 
 def _when(raw: Mapping[str, Any], *keys: str) -> datetime | None:
@@ -438,10 +439,6 @@ def _when(raw: Mapping[str, Any], *keys: str) -> datetime | None:
         if parsed:
             return datetime(*parsed[:6], tzinfo=UTC)   # feedparser gives UTC
     return None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def entry_slug(source: FeedSource, title: str, entry_id: str) -> str:

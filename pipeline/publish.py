@@ -163,12 +163,14 @@ def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, repo
     if "email" in channel.kinds:
         ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
                                key_prefix=key_prefix(channel.name, slug, dry_run=dry_run))
-    if "social" in channel.kinds:
-        for network in _networks(channel, item):
-            for part, _ in _numbered_parts(config, channel, item, network):
-                ledger.plan(key=social_key(channel.name, slug, network, part, dry_run=dry_run),
-                            channel=channel.name, edition=slug, kind="social", network=network,
-                            part=part, dry_run=dry_run)
+    # Each network's parts are rendered once for this channel: planned here, sent below.
+    by_network = ({n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
+                  if "social" in channel.kinds else {})
+    for network, numbered in by_network.items():
+        for part in numbered:
+            ledger.plan(key=social_key(channel.name, slug, network, part, dry_run=dry_run),
+                        channel=channel.name, edition=slug, kind="social", network=network,
+                        part=part, dry_run=dry_run)
     if "article" in channel.kinds:
         ledger.plan(key=article_key(channel.name, slug, dry_run=dry_run), channel=channel.name,
                     edition=slug, kind="article", dry_run=dry_run)
@@ -179,7 +181,6 @@ def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, repo
         edition = render_edition(item.post, config, channel=channel.name)
         yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
     rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
-    by_network = {n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
     for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):   # thread parts in order
         parts = by_network.get(row.network or "", {}) if row.kind == "social" else {}
         if row.part in parts:

@@ -24,6 +24,7 @@ from sqlalchemy import Column, Engine, Integer, String, Table, Text, delete, ins
 
 from pipeline.errors import PipelineError
 from pipeline.state import UTCDateTime, metadata
+from pipeline.textfile import NotUtf8, read_utf8
 
 subscribers = Table(
     "subscribers", metadata,
@@ -140,11 +141,11 @@ def import_csv(engine: Engine, path: Path, *, resubscribe: bool = False) -> Impo
     """Import a CSV with an `email` column and optional `name` and `tags` columns. Bad rows are
     reported with their line numbers; the good ones are imported (in one transaction)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_utf8(path)
     except FileNotFoundError:
         raise SubscriberError(f"{path}: file not found") from None
-    except UnicodeDecodeError:
-        raise SubscriberError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except NotUtf8 as exc:
+        raise SubscriberError(f"{path}: {exc}; save the CSV as UTF-8") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, [])
     columns = {c.strip().lower(): i for i, c in enumerate(header)}

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, load_config
+from pipeline.ledger import Ledger, Row
+from pipeline.publish import ChannelReport, publish
+from pipeline.state import engine_for
 from tests.servers import AppServers
 from tests.smtp_sink import Sink
 
@@ -52,6 +55,32 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
                         f"{diff}", pytrace=False)
 
     return check
+
+
+def send_through(config: Config, slug: str = SEED_SLUG, *, name: str) -> ChannelReport:
+    """Publish one post (default: the seed) through the channel `name`; its report."""
+    [report] = publish(config, slugs=[slug], channels=[name])
+    return report
+
+
+def ledger_rows(config: Config, channel: str | None = None, *, dry_run: bool | None = False) -> list[Row]:
+    """The ledger's rows (of `channel`; `dry_run=None`: real and dry-run rows alike)."""
+    ledger = Ledger(engine_for(config))
+    try:
+        return ledger.rows(channel=channel, dry_run=dry_run)
+    finally:
+        ledger.close()
+
+
+def thread_post(sentences: int) -> str:
+    """A post (front matter and body) whose snippets are threads of `sentences` short sentences."""
+    return textwrap.dedent("""
+        ---
+        title: A long story
+        date: 2024-01-01
+        social: {thread: true}
+        ---
+        """) + " ".join(f"Sentence number {i} tells a little more of the story." for i in range(sentences))
 
 
 def add_channel(project: Path, name: str, kind: str, settings: dict[str, object]) -> Config:

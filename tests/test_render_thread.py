@@ -10,6 +10,7 @@ from pipeline.content import load_posts
 from pipeline.networks import NETWORKS, grapheme_boundaries
 from pipeline.render.social import thread
 from pipeline.render.thread import numbered, split_thread
+from tests.conftest import thread_post
 
 LIMITS = {"x": 280, "mastodon": 500, "bluesky": 300}
 ATOMS = ["word", "Ketamine", "naïve", "e\u0301", "\U0001F468\u200d\U0001F469\u200d\U0001F467", "日本語",
@@ -45,13 +46,7 @@ def test_thread_cuts_at_sentence_boundaries_when_sentences_fit():
 
 
 def test_a_posts_thread_ends_with_the_link_and_numbers_each_part(config, write_post):
-    write_post("thread.md", """
-        ---
-        title: A long story
-        date: 2024-01-01
-        social: {thread: true}
-        ---
-        """ + " ".join(f"Sentence number {i} tells a little more of the story." for i in range(60)))
+    write_post("thread.md", thread_post(60))
     post = next(p for p in load_posts(config).posts if p.slug == "thread")
     parts = thread(post, "x", config)
     assert len(parts) > 2

@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.ledger import Ledger
 from pipeline.send_test import MAX_RECIPIENTS, email_channel, parse_addresses, send_test
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows
 
 
 @pytest.fixture
@@ -30,14 +29,6 @@ def smtp_project(project, sink):  # type: ignore[no-untyped-def]
     return project
 
 
-def _ledger_rows(config):  # type: ignore[no-untyped-def]
-    ledger = Ledger(engine_for(config))
-    try:
-        return ledger.rows(dry_run=None)
-    finally:
-        ledger.close()
-
-
 def test_cli_send_test_reaches_smtp_marked_test_and_leaves_ledger_alone(smtp_project, sink, run_cli):
     result = run_cli("--config", smtp_project / "config.yaml", "send-test", SEED_SLUG,
                      "--to", "Ada@Example.com", "--to", "bob@example.com, ada@example.com")
@@ -49,7 +40,7 @@ def test_cli_send_test_reaches_smtp_marked_test_and_leaves_ledger_alone(smtp_pro
     assert message["X-Pipeline-Test"] == "yes"
     assert "utm_source=newsletter" in message.get_body(("html",)).get_content()
     from pipeline.config import load_config
-    assert _ledger_rows(load_config(smtp_project / "config.yaml")) == []
+    assert ledger_rows(load_config(smtp_project / "config.yaml"), dry_run=None) == []
 
 
 def test_test_message_id_differs_from_the_real_sends(smtp_project, sink, run_cli):
@@ -65,7 +56,7 @@ def test_test_message_id_differs_from_the_real_sends(smtp_project, sink, run_cli
     test, real = (m.message for m in sink.received)
     assert test["Subject"].startswith("[TEST] ") and not real["Subject"].startswith("[TEST]")
     assert test["Message-ID"] != real["Message-ID"]
-    assert [r.status for r in _ledger_rows(config)] == ["sent"]
+    assert [r.status for r in ledger_rows(config, dry_run=None)] == ["sent"]
 
 
 def test_default_recipients_and_channel_come_from_preview_config(smtp_project, sink, run_cli):
@@ -80,7 +71,7 @@ def test_outbox_is_the_default_email_channel(project, config):
     assert [r.ok for r in results] == [True]
     [message] = mailbox.Maildir(project / "out" / "outbox" / "mail", create=False)
     assert message["Subject"].startswith("[TEST] ")
-    assert _ledger_rows(config) == []
+    assert ledger_rows(config, dry_run=None) == []
 
 
 def test_unreachable_server_is_reported_per_address(project, run_cli):
@@ -153,7 +144,7 @@ def test_cli_send_test_of_the_next_digest(project, run_cli, write_post):
     assert message["Subject"].startswith("[TEST] RTR Wellness Center: new articles")
     assert "Fresh this week" in message.get_payload(0).get_payload(decode=True).decode()
     from pipeline.config import load_config
-    assert _ledger_rows(load_config(project / "config.yaml")) == []
+    assert ledger_rows(load_config(project / "config.yaml"), dry_run=None) == []
     for args, error in ((["--digest", "nope"], "no digest entry named 'nope'"),
                         ([], "give a post's SLUG or --digest ENTRY")):
         bad = run_cli("--config", project / "config.yaml", "send-test", *args, "--to", "qa@example.com")

@@ -8,9 +8,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from pipeline.ledger import Ledger
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows
 
 pytestmark = pytest.mark.browser
 
@@ -150,11 +148,7 @@ def test_send_test_reaches_smtp_marked_test_and_leaves_the_ledger(page, preview_
     [received] = sink.received
     assert received.rcpt_tos == ["qa@example.com"]
     assert received.message["Subject"] == "[TEST] Ketamine’s Potential Ability to Heal Neurological Damage"
-    ledger = Ledger(engine_for(config))
-    try:
-        assert ledger.rows(dry_run=None) == []
-    finally:
-        ledger.close()
+    assert ledger_rows(config, dry_run=None) == []
 
 
 def test_next_digest_page_shows_the_digest_email(page, preview_server, write_post):

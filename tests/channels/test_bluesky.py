@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,8 @@ from atproto_client.models.string_formats import TID_RE
 
 from pipeline.channels.bluesky import TID_ALPHABET, facets, record_key, tid
 from pipeline.config import Config, load_config
-from pipeline.ledger import Ledger
 from pipeline.models import Link, Status
-from pipeline.publish import publish
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, ledger_rows, send_through
 
 NAME = "bluesky"
 BASE = "https://pds.test"
@@ -103,13 +101,8 @@ def pds() -> Iterator[respx.MockRouter]:
         yield mock
 
 
-def send(config: Config, slug: str = SEED_SLUG):  # type: ignore[no-untyped-def]
-    [report] = publish(config, slugs=[slug], channels=[NAME])
-    return report
-
-
-def rows(config: Config):  # type: ignore[no-untyped-def]
-    return Ledger(engine_for(config)).rows(channel=NAME)
+send = partial(send_through, name=NAME)
+rows = partial(ledger_rows, channel=NAME)
 
 
 def bodies(pds: respx.MockRouter, route: str = "create") -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -15,12 +16,9 @@ import respx
 from pipeline.channels.devto import absolute_links, footer_markdown, forem_tags
 from pipeline.config import Config
 from pipeline.content import load_posts
-from pipeline.ledger import Ledger
 from pipeline.models import Footer
 from pipeline.preview import render_post
-from pipeline.publish import ChannelReport, publish
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through
 
 NAME = "dev"
 BASE = "https://dev.example"
@@ -49,13 +47,8 @@ def created(article_id: int = 1234, published: bool = False) -> httpx.Response:
                                      "url": f"{BASE}/rtr/ketamine-{article_id}"})
 
 
-def send(config: Config, slug: str = SEED_SLUG) -> ChannelReport:
-    [report] = publish(config, slugs=[slug], channels=[NAME])
-    return report
-
-
-def rows(config: Config):  # type: ignore[no-untyped-def]
-    return Ledger(engine_for(config)).rows(channel=NAME)
+send = partial(send_through, name=NAME)
+rows = partial(ledger_rows, channel=NAME)
 
 
 def article(route: respx.Route, i: int = 0) -> dict[str, object]:

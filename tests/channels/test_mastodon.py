@@ -8,6 +8,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -18,12 +19,9 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from pipeline.config import Config
 from pipeline.content import load_posts
-from pipeline.ledger import Ledger
 from pipeline.models import Snippet
-from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
 
 NAME = "toots"
 BASE = "https://social.example"
@@ -58,13 +56,8 @@ def created(status_id: str) -> dict[str, object]:
                                     "created_at": "2024-01-01T12:00:00.000Z", "visibility": "public"}}
 
 
-def send(config: Config, slug: str = SEED_SLUG) -> ChannelReport:
-    [report] = publish(config, slugs=[slug], channels=[NAME])
-    return report
-
-
-def rows(config: Config):  # type: ignore[no-untyped-def]
-    return Ledger(engine_for(config)).rows(channel=NAME)
+send = partial(send_through, name=NAME)
+rows = partial(ledger_rows, channel=NAME)
 
 
 def snippets(config: Config, slug: str = SEED_SLUG) -> list[Snippet]:
@@ -174,13 +167,7 @@ def test_the_configured_limit_applies_when_the_instance_does_not_say(project, mo
 
 
 def test_thread_parts_reply_to_the_previous_part_in_order(project, monkeypatch, mock, write_post):
-    write_post("thread.md", """
-        ---
-        title: A long story
-        date: 2024-01-01
-        social: {thread: true}
-        ---
-        """ + " ".join(f"Sentence number {i} tells a little more of the story." for i in range(80)))
+    write_post("thread.md", thread_post(80))
     config = mastodon_config(project, monkeypatch)
     texts = [s.text for s in snippets(config, "thread")]
     assert len(texts) >= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,8 @@ from pipeline import subscribers as store
 from pipeline.config import Config, load_config
 from pipeline.ledger import Ledger
 from pipeline.models import Status
-from pipeline.publish import publish
 from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG
+from tests.conftest import send_through
 from tests.smtp_sink import Sink, free_port, password_checker
 
 
@@ -37,9 +37,7 @@ def add(config: Config, *addresses: str) -> None:
         store.upsert(engine, address, name=f"Reader {i}")
 
 
-def send(config: Config):  # type: ignore[no-untyped-def]
-    [report] = publish(config, slugs=[SEED_SLUG], channels=["newsletter"])
-    return report
+send = partial(send_through, name="newsletter")
 
 
 def statuses(config: Config) -> dict[str, str]:

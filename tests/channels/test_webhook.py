@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -14,11 +15,8 @@ import respx
 
 from pipeline.config import Config
 from pipeline.content import load_posts
-from pipeline.ledger import Ledger
-from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
 
 NAME = "team-chat"
 TOKEN = "T0001/B0002/s3cr3tW3bh00kT0k3n"
@@ -39,13 +37,8 @@ def mock() -> Iterator[respx.MockRouter]:
         yield router
 
 
-def send(config: Config, slug: str = SEED_SLUG) -> ChannelReport:
-    [report] = publish(config, slugs=[slug], channels=[NAME])
-    return report
-
-
-def rows(config: Config):  # type: ignore[no-untyped-def]
-    return Ledger(engine_for(config)).rows(channel=NAME)
+send = partial(send_through, name=NAME)
+rows = partial(ledger_rows, channel=NAME)
 
 
 def texts(config: Config, network: str = "mastodon", slug: str = SEED_SLUG) -> list[str]:
@@ -119,13 +112,7 @@ def test_json_preset_posts_the_post_fields_network_text_link_and_part(project, m
 
 
 def test_json_preset_sends_a_threads_parts_in_order(project, monkeypatch, mock, write_post):
-    write_post("thread.md", """
-        ---
-        title: A long story
-        date: 2024-01-01
-        social: {thread: true}
-        ---
-        """ + " ".join(f"Sentence number {i} tells a little more of the story." for i in range(40)))
+    write_post("thread.md", thread_post(40))
     config = webhook_config(project, monkeypatch, network="x")
     route = mock.post(URL).mock(return_value=httpx.Response(204))
     parts = texts(config, "x", "thread")

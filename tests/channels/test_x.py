@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,8 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from pipeline.config import Config
 from pipeline.content import load_posts
-from pipeline.ledger import Ledger
-from pipeline.publish import ChannelReport, publish
 from pipeline.render.social import snippet, thread
-from pipeline.state import engine_for
-from tests.conftest import SEED_SLUG, add_channel
+from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
 
 NAME = "tweets"
 BASE = "https://api.x.com"
@@ -49,13 +47,8 @@ def created(tweet_id: str, text: str = "") -> dict[str, object]:
     return {"status": 201, "json": {"data": data}}
 
 
-def send(config: Config, slug: str = SEED_SLUG) -> ChannelReport:
-    [report] = publish(config, slugs=[slug], channels=[NAME])
-    return report
-
-
-def rows(config: Config):  # type: ignore[no-untyped-def]
-    return Ledger(engine_for(config)).rows(channel=NAME)
+send = partial(send_through, name=NAME)
+rows = partial(ledger_rows, channel=NAME)
 
 
 def parts(config: Config, slug: str = SEED_SLUG) -> list[str]:
@@ -99,13 +92,7 @@ def test_configured_base_url_is_the_one_requested(project, monkeypatch, mock):
 
 
 def test_thread_parts_reply_to_the_previous_part_in_order(project, monkeypatch, mock, write_post):
-    write_post("thread.md", """
-        ---
-        title: A long story
-        date: 2024-01-01
-        social: {thread: true}
-        ---
-        """ + " ".join(f"Sentence number {i} tells a little more of the story." for i in range(40)))
+    write_post("thread.md", thread_post(40))
     config = x_config(project, monkeypatch)
     texts = parts(config, "thread")
     assert len(texts) >= 3
