@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.preview import render_posts  # noqa: E402
-from pipeline.preview_page import create_preview_app  # noqa: E402
+from pipeline.web.preview_page import create_preview_app  # noqa: E402
 from tests.servers import AppServers  # noqa: E402
 
 SEED = "2020-09-01-ketamine-neurological-damage"

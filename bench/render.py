@@ -23,7 +23,7 @@ from rich.table import Table
 
 import pipeline.render.email as email_render
 from pipeline.config import load_config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("ketamine depression infusion clinic patient neuron synapse treatment mood journal sleep "

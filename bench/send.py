@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.content import load_posts  # noqa: E402
+from pipeline.intake.posts import load_posts  # noqa: E402
 from pipeline.render.email import render_edition  # noqa: E402
 from pipeline.render.mime import MessageTemplate, build_message  # noqa: E402
-from pipeline.state import engine_for  # noqa: E402
-from pipeline.subscribers import subscribers, token  # noqa: E402
+from pipeline.store.engine import engine_for  # noqa: E402
+from pipeline.store.schema import subscribers  # noqa: E402
+from pipeline.store.subscribers import token  # noqa: E402
 
 SEED = "2020-09-01-ketamine-neurological-damage"
 

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.preview_page import create_preview_app  # noqa: E402
+from pipeline.web.preview_page import create_preview_app  # noqa: E402
 from tests.browser.conftest import launch_options  # noqa: E402
 from tests.servers import AppServers  # noqa: E402
 

@@ -29,7 +29,7 @@ def check_templates(config: Config) -> list[Problem]:
 
 def check_channels(config: Config) -> list[Problem]:
     """Every channel entry: a known type, valid settings, its environment variables set."""
-    from pipeline.channels import channel_settings
+    from pipeline.channels.registry import channel_settings
 
     problems = []
     for name in config.channels:

@@ -52,7 +52,13 @@ class _Context:
 @click.version_option(package_name="pipeline")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
-    """Newsletter and social-post publishing pipeline."""
+    """Newsletter and social-post publishing pipeline: Markdown posts to email editions,
+    social snippets and cross-posts, on a timetable.
+
+    \b
+    Example:
+      pipeline check && pipeline preview && pipeline run --once --dry-run
+    """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # HTTP client libraries log each request URL at INFO; webhook URLs are secrets. Only -vv.
@@ -61,11 +67,16 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = _Context(config_path)
 
 
-@cli.command()
+@cli.command(short_help="Validate config, templates and posts.")
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
 @click.pass_obj
 def check(obj: _Context, strict: bool) -> None:
-    """Validate config, templates and every post; print every problem."""
+    """Validate config, templates and every post; print every problem.
+
+    \b
+    Example:
+      pipeline check --strict
+    """
     from pipeline.check import check_all
 
     problems = check_all(obj.config)
@@ -78,7 +89,7 @@ def check(obj: _Context, strict: bool) -> None:
     out.print(f"OK: config, templates and posts are valid ({warnings} warning(s))")
 
 
-@cli.command()
+@cli.command(short_help="Render previews to disk, or serve them.")
 @click.argument("slugs", nargs=-1)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="output folder (default: preview.out in config, out/preview)")
@@ -89,7 +100,13 @@ def check(obj: _Context, strict: bool) -> None:
 def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: bool, host: str,
             port: int | None) -> None:
     """Write each post's email (HTML, text, .eml) and snippets to disk, and print a table; with
-    --serve, show them all on a local web page instead."""
+    --serve, show them all on a local web page instead.
+
+    \b
+    Examples:
+      pipeline preview
+      pipeline preview --serve --port 8001
+    """
     config = obj.config
     if serve:
         _serve_preview(config, host, port or config.preview.port)
@@ -110,7 +127,7 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
 def _serve_preview(config: Config, host: str, port: int) -> None:
     import uvicorn
 
-    from pipeline.preview_page import create_preview_app
+    from pipeline.web.preview_page import create_preview_app
 
     app = create_preview_app(config.root / Path(config.source).name, host=host)
     shown = f"[{host}]" if ":" in host else host
@@ -120,7 +137,7 @@ def _serve_preview(config: Config, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-@cli.command("send-test")
+@cli.command("send-test", short_help="Send a [TEST] email to a few addresses.")
 @click.argument("slug", required=False)
 @click.option("--digest", "digest", default=None, metavar="ENTRY",
               help="send the next digest of this timetable entry instead of a post")
@@ -130,8 +147,14 @@ def _serve_preview(config: Config, host: str, port: int) -> None:
 def send_test_command(obj: _Context, slug: str | None, digest: str | None, to: tuple[str, ...],
                       channel: str | None) -> None:
     """Send a post's email (or with --digest ENTRY, the next digest as it stands), marked [TEST],
-    to a few addresses; the ledger is not touched."""
-    from pipeline.send_test import send_digest_test, send_test
+    to a few addresses; the ledger is not touched.
+
+    \b
+    Examples:
+      pipeline send-test 2020-09-01-ketamine-neurological-damage --to me@example.com
+      pipeline send-test --digest weekly-newsletter
+    """
+    from pipeline.web.send_test import send_digest_test, send_test
 
     if bool(slug) == bool(digest):
         raise click.UsageError("give a post's SLUG or --digest ENTRY (one of them)")
@@ -161,19 +184,29 @@ def _preview_table(batch: Batch, config: Config) -> None:
     out.print(table)
 
 
-@cli.group()
+@cli.group(short_help="Manage the subscriber list.")
 def subscribers() -> None:
-    """Manage the subscriber list (in the state database)."""
+    """Manage the subscriber list (in the state database).
+
+    \b
+    Example:
+      pipeline subscribers import docs/examples/subscribers.csv
+    """
 
 
-@subscribers.command("import")
+@subscribers.command("import", short_help="Import subscribers from a CSV file.")
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--resubscribe", is_flag=True, help="also reactivate addresses that unsubscribed")
 @click.pass_obj
 def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
-    """Import a CSV with columns email, name (optional), tags (optional)."""
-    from pipeline import subscribers as store
-    from pipeline.state import engine_for
+    """Import a CSV with columns email, name (optional), tags (optional).
+
+    \b
+    Example:
+      pipeline subscribers import list.csv
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
 
     result = store.import_csv(engine_for(obj.config), Path(csv_file), resubscribe=resubscribe)
     for line, message in result.errors:
@@ -185,17 +218,22 @@ def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
         sys.exit(1)
 
 
-@subscribers.command("add")
+@subscribers.command("add", short_help="Add or update one subscriber.")
 @click.argument("email")
-@click.option("--name", default=None)
-@click.option("--tag", "tags", multiple=True)
+@click.option("--name", default=None, help="the name used in the greeting")
+@click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
 @click.option("--resubscribe", is_flag=True, help="reactivate the address if it unsubscribed")
 @click.pass_obj
 def subscribers_add(obj: _Context, email: str, name: str | None, tags: tuple[str, ...],
                     resubscribe: bool) -> None:
-    """Add (or update) one subscriber."""
-    from pipeline import subscribers as store
-    from pipeline.state import engine_for
+    """Add (or update) one subscriber.
+
+    \b
+    Example:
+      pipeline subscribers add ana@example.com --name Ana --tag vip
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
 
     try:
         outcome = store.upsert(engine_for(obj.config), email, name, tags, resubscribe=resubscribe,
@@ -205,14 +243,19 @@ def subscribers_add(obj: _Context, email: str, name: str | None, tags: tuple[str
     out.print(f"{email}: {outcome.replace('_', ' ')}")
 
 
-@subscribers.command("remove")
+@subscribers.command("remove", short_help="Unsubscribe (or forget) an address.")
 @click.argument("email")
 @click.option("--forget", is_flag=True, help="delete the address entirely instead of keeping it unsubscribed")
 @click.pass_obj
 def subscribers_remove(obj: _Context, email: str, forget: bool) -> None:
-    """Unsubscribe an address (kept so a re-import cannot resubscribe it), or --forget it."""
-    from pipeline import subscribers as store
-    from pipeline.state import engine_for
+    """Unsubscribe an address (kept so a re-import cannot resubscribe it), or --forget it.
+
+    \b
+    Example:
+      pipeline subscribers remove ana@example.com
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
 
     try:
         done = (store.forget if forget else store.unsubscribe)(engine_for(obj.config), email)
@@ -223,16 +266,22 @@ def subscribers_remove(obj: _Context, email: str, forget: bool) -> None:
     out.print(f"{email}: {'forgotten' if forget else 'unsubscribed'}")
 
 
-@subscribers.command("list")
-@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@subscribers.command("list", short_help="List subscribers.")
+@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None,
+              help="only subscribers in this state (default: all)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON array instead of a table")
 @click.pass_obj
 def subscribers_list(obj: _Context, status: str | None, as_json: bool) -> None:
-    """List subscribers."""
+    """List subscribers.
+
+    \b
+    Example:
+      pipeline subscribers list --status active --json
+    """
     import json
 
-    from pipeline import subscribers as store
-    from pipeline.state import engine_for
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
 
     rows = store.iter_subscribers(engine_for(obj.config), status=status)
     if as_json:
@@ -245,14 +294,20 @@ def subscribers_list(obj: _Context, status: str | None, as_json: bool) -> None:
     out.print(table)
 
 
-@subscribers.command("export")
+@subscribers.command("export", short_help="Export subscribers as CSV.")
 @click.argument("csv_file", type=click.Path(dir_okay=False), required=False)
-@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None)
+@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None,
+              help="only subscribers in this state (default: all)")
 @click.pass_obj
 def subscribers_export(obj: _Context, csv_file: str | None, status: str | None) -> None:
-    """Write subscribers as CSV to CSV_FILE (default: standard output)."""
-    from pipeline import subscribers as store
-    from pipeline.state import engine_for
+    """Write subscribers as CSV to CSV_FILE (default: standard output).
+
+    \b
+    Example:
+      pipeline subscribers export list.csv --status active
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
 
     engine = engine_for(obj.config)
     if csv_file:
@@ -263,13 +318,19 @@ def subscribers_export(obj: _Context, csv_file: str | None, status: str | None) 
         store.export_csv(engine, sys.stdout, status=status)
 
 
-@cli.command()
+@cli.command(short_help="Send posts to the channels now.")
 @click.argument("slugs", nargs=-1)
 @click.option("--channel", "channels", multiple=True, help="channel name (repeatable; default: all)")
 @click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
 @click.pass_obj
 def publish(obj: _Context, slugs: tuple[str, ...], channels: tuple[str, ...], dry_run: bool) -> None:
-    """Send the given posts (default: the newest) to the channels. Safe to run twice."""
+    """Send the given posts (default: the newest) to the channels. Safe to run twice.
+
+    \b
+    Examples:
+      pipeline publish --dry-run
+      pipeline publish 2020-09-01-ketamine-neurological-damage --channel outbox
+    """
     from pipeline.publish import publish as run_publish
 
     with _progress() as progress:
@@ -338,17 +399,22 @@ def _summary(reports) -> int:  # type: ignore[no-untyped-def]
     return code
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@cli.command(short_help="Show what was sent where.")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (warnings go to stderr)")
 @click.option("--dry-run", is_flag=True, help="show the dry-run ledger instead")
 @click.pass_obj
 def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
-    """Per post and channel: counts by status, resends, last errors, remote ids."""
+    """Per post and channel: counts by status, resends, last errors, remote ids.
+
+    \b
+    Example:
+      pipeline status --json
+    """
     import json
 
-    from pipeline.ledger import Ledger
-    from pipeline.runs import runs
-    from pipeline.state import engine_for
+    from pipeline.store.engine import engine_for
+    from pipeline.store.ledger import Ledger
+    from pipeline.store.runs import runs
 
     engine = engine_for(obj.config)
     ledger = Ledger(engine)
@@ -380,14 +446,19 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
             out.print(f"{m['key']}: {m['url'] or m['id']}")
 
 
-@cli.command()
+@cli.command(short_help="Retry pending, failed or unknown sends.")
 @click.option("--failed", is_flag=True, help="retry deliveries that failed")
 @click.option("--unknown", is_flag=True, help="retry deliveries whose outcome is unknown")
-@click.option("--channel", "channels", multiple=True)
-@click.option("--dry-run", is_flag=True)
+@click.option("--channel", "channels", multiple=True, help="only this channel (repeatable; default: all)")
+@click.option("--dry-run", is_flag=True, help="retry the dry-run deliveries (into the outbox)")
 @click.pass_obj
 def retry(obj: _Context, failed: bool, unknown: bool, channels: tuple[str, ...], dry_run: bool) -> None:
-    """Re-attempt what the ledger holds as pending (and, when asked, failed or unknown)."""
+    """Re-attempt what the ledger holds as pending (and, when asked, failed or unknown).
+
+    \b
+    Example:
+      pipeline retry --failed --channel outbox
+    """
     from pipeline.publish import retry as run_retry
 
     with _progress() as progress:
@@ -399,28 +470,39 @@ def retry(obj: _Context, failed: bool, unknown: bool, channels: tuple[str, ...],
     sys.exit(_summary(reports))
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@cli.command(short_help="Serve the unsubscribe endpoints.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
+@click.option("--port", default=8080, show_default=True, type=int, help="the port to listen on")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int) -> None:
-    """Serve the one-click unsubscribe endpoints (POST/GET /unsubscribe/TOKEN)."""
+    """Serve the one-click unsubscribe endpoints (POST/GET /unsubscribe/TOKEN).
+
+    \b
+    Example:
+      pipeline serve --host 127.0.0.1 --port 8080
+    """
     import uvicorn
 
-    from pipeline.web import create_app
+    from pipeline.web.unsubscribe import create_app
 
     out.print(f"Serving unsubscribe endpoints on http://{host}:{port}/unsubscribe/…")
     uvicorn.run(create_app(obj.config), host=host, port=port, log_level="info")
 
 
-@cli.command()
+@cli.command(short_help="Run the timetable (daemon or --once).")
 @click.option("--once", is_flag=True,
               help="fire the entries that are due now (or missed within max_lateness), then exit")
 @click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
 @click.pass_obj
 def run(obj: _Context, once: bool, dry_run: bool) -> None:
-    """Run the timetable: in the foreground until Ctrl-C / SIGTERM, or `--once`."""
-    from pipeline.schedule import run_daemon, run_once
+    """Run the timetable: in the foreground until Ctrl-C / SIGTERM, or `--once`.
+
+    \b
+    Examples:
+      pipeline run
+      pipeline run --once --dry-run
+    """
+    from pipeline.timetable.schedule import run_daemon, run_once
 
     config = obj.config
     if not config.schedule:
@@ -443,18 +525,23 @@ def run(obj: _Context, once: bool, dry_run: bool) -> None:
         "progress. `pipeline schedule` shows what is next."))
 
 
-@cli.command()
+@cli.command(short_help="List the timetable's next fire times.")
 @click.option("--next", "count", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="how many fire times per entry")
 @click.option("--from", "start", default=None, help="list fire times after this ISO-8601 time (with offset)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"name": ..., "fires": [...]}]')
 @click.pass_obj
 def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> None:
-    """Each timetable entry's next fire times (its zone and UTC) and what it would send now."""
+    """Each timetable entry's next fire times (its zone and UTC) and what it would send now.
+
+    \b
+    Example:
+      pipeline schedule --next 3
+    """
     import json
     from datetime import UTC, datetime
 
-    from pipeline.schedule import upcoming
+    from pipeline.timetable.schedule import upcoming
 
     after = None
     if start:
@@ -482,11 +569,16 @@ def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> Non
     out.print(table)
 
 
-@cli.command()
+@cli.command(short_help="Fetch the feeds in `sources:`.")
 @click.pass_obj
 def fetch(obj: _Context) -> None:
-    """Read the feeds in `sources:` (conditional GET) and store their new entries; a table per feed."""
-    from pipeline.feeds import fetch_all
+    """Read the feeds in `sources:` (conditional GET) and store their new entries; a table per feed.
+
+    \b
+    Example:
+      pipeline fetch
+    """
+    from pipeline.intake.feeds import fetch_all
 
     config = obj.config
     if not config.feeds:
@@ -509,12 +601,17 @@ def fetch(obj: _Context) -> None:
         sys.exit(1)
 
 
-@cli.command("build-feed")
+@cli.command("build-feed", short_help="Write the Atom feed of the posts.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="output file (default: feed.out in config, out/feed.xml)")
 @click.pass_obj
 def build_feed(obj: _Context, out_file: str | None) -> None:
-    """Write the Atom feed of the posts (newest first, canonical links) for the site to serve."""
+    """Write the Atom feed of the posts (newest first, canonical links) for the site to serve.
+
+    \b
+    Example:
+      pipeline build-feed --out public/feed.xml
+    """
     _build_feed(obj.config, Path(out_file) if out_file else None)
 
 

@@ -28,11 +28,11 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
-from pipeline.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
 from pipeline.fields import http_url
-from pipeline.networks import NETWORKS
-from pipeline.textfile import NotUtf8, read_utf8
-from pipeline.timetable import Entry
+from pipeline.intake.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
+from pipeline.intake.textfile import NotUtf8, read_utf8
+from pipeline.networks.registry import NETWORKS
+from pipeline.timetable.entries import Entry
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

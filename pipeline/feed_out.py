@@ -18,7 +18,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree  # feedgen's own XML library
 
 from pipeline.config import Config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 from pipeline.models import Post
 from pipeline.plan import publishable
 from pipeline.render.text import first_sentence

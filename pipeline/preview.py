@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.content import LoadResult, load_posts
 from pipeline.errors import PipelineError
-from pipeline.links import footer
+from pipeline.intake.posts import LoadResult, load_posts
 from pipeline.models import Post, Problem, Rendered, Severity
 from pipeline.render.email import render_edition
+from pipeline.render.links import footer
 from pipeline.render.mime import build_message
 from pipeline.render.personalize import Fill
 from pipeline.render.social import snippets, threads

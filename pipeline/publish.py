@@ -18,20 +18,21 @@ from datetime import UTC, datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from pipeline.channels import Channel, build_channel
+from pipeline.channels.base import Channel
+from pipeline.channels.registry import build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
 from pipeline.errors import ChannelError, PipelineError
-from pipeline.ledger import Ledger
+from pipeline.intake.sources import load_all
 from pipeline.models import Delivery, Edition, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 from pipeline.preview import render_post
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate
 from pipeline.render.social import snippet, thread
-from pipeline.sources import load_all
-from pipeline.state import engine_for
-from pipeline.subscribers import state_secret, token
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
+from pipeline.store.subscribers import state_secret, token
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.ledger import Ledger, Row
 from pipeline.publish import ChannelReport, publish
-from pipeline.state import engine_for
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger, Row
 from tests.servers import AppServers
 from tests.smtp_sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEED_SLUG = "2020-09-01-ketamine-neurological-damage"
 PREVIEW_NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -105,7 +105,7 @@ def sink() -> Iterator[Sink]:
 def preview_server(project: Path) -> Iterator[Callable[[], str]]:
     """start() -> base URL of the preview page (`pipeline preview --serve`) for the project copy,
     served by uvicorn in a thread; "now" is fixed so the timetable column is deterministic."""
-    from pipeline.preview_page import create_preview_app
+    from pipeline.web.preview_page import create_preview_app
 
     servers = AppServers()
     yield lambda: servers.start(create_preview_app(project / "config.yaml", now=PREVIEW_NOW))

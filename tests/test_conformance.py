@@ -1,4 +1,4 @@
-"""X's official twitter-text conformance suite, read from ../shared at collection time.
+"""X's official twitter-text conformance suite, read from tests/fixtures/twitter-text at collection time.
 
 The suite's README asks implementers to read the YAML when the tests run rather than convert it
 statically, so every case below comes from validate.yml / extract.yml as they are on disk.
@@ -14,10 +14,11 @@ import yaml
 from twitter_text import extract_urls, extract_urls_with_indices, parse_tweet
 from twitter_text.config import config as twitter_config
 
-from pipeline.networks import NETWORKS, X
-from tests.conftest import SHARED
+from pipeline.networks.registry import NETWORKS
+from pipeline.networks.x import X
+from tests.conftest import FIXTURES
 
-SUITE = SHARED / "conformance" / "twitter-text"
+SUITE = FIXTURES / "twitter-text"
 
 DEFAULT_OPTIONS: dict[str, Any] = twitter_config["defaults"]
 # The first counter section is written against twitter-text config v2 (no emoji parsing).

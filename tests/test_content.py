@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.content import load_post, load_posts, markdown_to_html
 from pipeline.errors import PostError
+from pipeline.intake.posts import load_post, load_posts, markdown_to_html
 from pipeline.models import Severity
-from tests.conftest import SEED_SLUG, SHARED
+from tests.conftest import FIXTURES, SEED_SLUG
 
 SHIPPED_SLUGS = {SEED_SLUG, "2024-03-12-your-first-infusion", "mood-journal"}
 SITE = "https://www.rtrwellnesscenter.com"
@@ -336,7 +336,7 @@ def test_post_body_html_is_sanitized_and_absolute(config, write_post):
 # -- the seed post ------------------------------------------------------------------------------
 
 def _seed_paragraphs() -> list[str]:
-    blocks = [b.strip() for b in (SHARED / "seed" / "ketamine-article.txt").read_text(
+    blocks = [b.strip() for b in (FIXTURES / "seed" / "ketamine-article.txt").read_text(
         encoding="utf-8").split("\n\n")]
     start = next(i for i, b in enumerate(blocks) if "min read" in b) + 1
     end = blocks.index("SOURCES")

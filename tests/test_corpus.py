@@ -12,13 +12,13 @@ import pytest
 from slugify import slugify
 
 from pipeline.config import Config, load_config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 from pipeline.models import Severity
-from pipeline.networks import NETWORKS
+from pipeline.networks.registry import NETWORKS
 from pipeline.preview import Batch, render_posts
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES
 
-CORPUS = SHARED / "corpus" / "jekyll-posts"
+CORPUS = FIXTURES / "jekyll-posts"
 CORPUS_FILES = sorted(p.name for p in CORPUS.iterdir() if p.suffix in (".md", ".markdown"))
 LIQUID = re.compile(r"\{%.*?%\}|\{\{.*?\}\}", re.S)
 # One post has a date no parser can read (the year twice): bad input, it must be an error.

@@ -12,8 +12,8 @@ import sys
 import time
 from collections import Counter
 
-from pipeline import subscribers as store
-from pipeline.state import engine_for
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
 from tests.channels.test_smtp import smtp_config
 from tests.conftest import SEED_SLUG
 from tests.smtp_sink import Sink

@@ -215,9 +215,9 @@ def start(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
             f.close()
 
 
-SENT = r"^.* INFO pipeline\.schedule: {name} -> outbox: {n} sent, 0 failed, 0 already sent$"
-IDLE = r"^.* INFO pipeline\.schedule: {name}: nothing to send$"
-FIRED = r"^.* INFO pipeline\.schedule: {name}(?: -> outbox: \d+ sent|: nothing to send)"
+SENT = r"^.* INFO pipeline\.timetable\.schedule: {name} -> outbox: {n} sent, 0 failed, 0 already sent$"
+IDLE = r"^.* INFO pipeline\.timetable\.schedule: {name}: nothing to send$"
+FIRED = r"^.* INFO pipeline\.timetable\.schedule: {name}(?: -> outbox: \d+ sent|: nothing to send)"
 
 
 def assert_clean(text: str) -> None:
@@ -320,7 +320,7 @@ def test_restart_within_max_lateness_runs_the_missed_entry_once(project, run_cli
     wait_until(lambda: "once" not in stored_jobs(project), "the fired job to leave the job store")
     assert daemon.terminate() == 0
     assert_clean(daemon.log)
-    assert daemon.count(r"pipeline\.schedule: once") == 1
+    assert daemon.count(r"pipeline\.timetable\.schedule: once") == 1
     assert "missed" not in daemon.log
 
     assert_sent_once(project, [NEWEST])

@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.feeds import feeds as feeds_table
-from pipeline.feeds import fetch_all, ready_posts
-from pipeline.links import footer
-from pipeline.schedule import run_entry
-from pipeline.state import engine_for
+from pipeline.intake.feeds import fetch_all
+from pipeline.render.links import footer
+from pipeline.store.engine import engine_for
+from pipeline.store.feed_entries import ready_posts
+from pipeline.store.schema import feeds as feeds_table
+from pipeline.timetable.schedule import run_entry
 from tests.feed_server import ATOM_TYPE, FeedServer, item, rss, with_sources
 
 T0 = datetime(2026, 6, 4, 12, 0, tzinfo=UTC)

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from pytest_httpserver import HTTPServer
 
-from pipeline import subscribers as store
 from pipeline.config import Config, load_config
-from pipeline.feeds import fetch_all
-from pipeline.schedule import run_once
-from pipeline.state import engine_for
+from pipeline.intake.feeds import fetch_all
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.timetable.schedule import run_once
 from tests.feed_server import FeedServer, item, rss, with_sources
 
 NY = ZoneInfo("America/New_York")

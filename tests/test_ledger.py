@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline import subscribers as store
-from pipeline.ledger import Ledger
 from pipeline.models import Receipt, Status
-from pipeline.state import engine_for
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
 
 PREFIX = "news:ed:"
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from twitter_text import parse_tweet
 
-from pipeline.networks import NETWORKS, Bluesky, Mastodon, X, grapheme_boundaries, graphemes
+from pipeline.networks.base import grapheme_boundaries, graphemes
+from pipeline.networks.bluesky import Bluesky
+from pipeline.networks.mastodon import Mastodon
+from pipeline.networks.registry import NETWORKS
+from pipeline.networks.x import X
 
 THUMBS_UP_MEDIUM = "\U0001F44D\U0001F3FD"                                          # 👍🏽
 FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"              # 👨‍👩‍👧‍👦

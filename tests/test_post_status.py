@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.content import load_posts
-from pipeline.ledger import Ledger
+from pipeline.intake.posts import load_posts
 from pipeline.models import Status
-from pipeline.post_status import post_states
 from pipeline.preview import render_post
 from pipeline.publish import publish_rendered
-from pipeline.schedule import run_entry
-from pipeline.state import engine_for
-from pipeline.subscribers import upsert
-from pipeline.timetable import fire_times
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
+from pipeline.store.subscribers import upsert
+from pipeline.timetable.entries import fire_times
+from pipeline.timetable.schedule import run_entry
+from pipeline.web.post_status import post_states
 from tests.conftest import PREVIEW_NOW, SEED_SLUG
 
 NOW = PREVIEW_NOW          # Friday 2026-11-27 07:00 in New York

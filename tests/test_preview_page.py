@@ -166,7 +166,7 @@ def test_pipeline_preview_serve_command(project, tmp_path):
 
 def test_saving_one_post_renders_only_that_post_again(project):
     """The other posts' renders are kept while their files, the templates and config stay the same."""
-    from pipeline.preview_page import Workspace
+    from pipeline.web.preview_page import Workspace
 
     workspace = Workspace(project / "config.yaml")
     before = workspace.current()
@@ -207,7 +207,7 @@ def test_a_digest_without_articles_says_it_is_skipped(preview_server):
 
 
 def test_feed_entries_are_in_the_next_digest_preview(project, httpserver_ipv4, preview_server):
-    from pipeline.feeds import fetch_all
+    from pipeline.intake.feeds import fetch_all
     from tests.feed_server import FeedServer, item, rss, with_sources
 
     feed = FeedServer(httpserver_ipv4)
@@ -236,7 +236,7 @@ def test_send_test_of_the_next_digest_from_its_page(preview_server, project, wri
 
 
 def test_feed_entries_have_pages_and_settling_ones_say_until_when(project, httpserver_ipv4, preview_server):
-    from pipeline.feeds import fetch_all
+    from pipeline.intake.feeds import fetch_all
     from tests.feed_server import FeedServer, item, rss, with_sources
 
     feed = FeedServer(httpserver_ipv4)

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import subscribers as store
 from pipeline.config import load_config
-from pipeline.content import load_posts
 from pipeline.errors import PipelineError
-from pipeline.ledger import Ledger
+from pipeline.intake.posts import load_posts
 from pipeline.plan import key_prefix
 from pipeline.publish import publish
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate, message_id
 from pipeline.render.personalize import Fill
-from pipeline.state import engine_for
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
 from tests.conftest import SEED_SLUG
 
 NEWEST = "mood-journal"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.content import load_posts
 from pipeline.errors import ConfigError
+from pipeline.intake.posts import load_posts
 from pipeline.models import Post
 from pipeline.render.digest import EMPTY_NOTE, excerpt, render_digest
 from pipeline.render.personalize import Fill

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.content import load_posts
 from pipeline.errors import RenderError
+from pipeline.intake.posts import load_posts
 from pipeline.models import Post, Severity
 from pipeline.render.email import render_edition
 from pipeline.render.lint import lint

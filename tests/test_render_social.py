@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import Config, load_config
-from pipeline.content import load_posts
 from pipeline.errors import RenderError
+from pipeline.intake.posts import load_posts
 from pipeline.models import Post, Snippet
-from pipeline.networks import NETWORKS
+from pipeline.networks.registry import NETWORKS
 from pipeline.render.social import hashtags, snippet, snippets
 from pipeline.render.text import plain_text
 from tests.conftest import SEED_SLUG

@@ -6,8 +6,9 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.content import load_posts
-from pipeline.networks import NETWORKS, grapheme_boundaries
+from pipeline.intake.posts import load_posts
+from pipeline.networks.base import grapheme_boundaries
+from pipeline.networks.registry import NETWORKS
 from pipeline.render.social import thread
 from pipeline.render.thread import numbered, split_thread
 from tests.conftest import thread_post

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.timetable import Entry, fire_times, last_fire_within, parse_duration
+from pipeline.timetable.entries import Entry, fire_times, last_fire_within, parse_duration
 
 NY = ZoneInfo("America/New_York")
 

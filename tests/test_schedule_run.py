@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from zoneinfo import ZoneInfo
 
-from pipeline import subscribers as store
 from pipeline.config import load_config
-from pipeline.ledger import Ledger
 from pipeline.models import Status
-from pipeline.runs import digested
-from pipeline.schedule import run_entry, run_once
-from pipeline.state import engine_for
-from pipeline.timetable import fire_times
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
+from pipeline.store.runs import digested
+from pipeline.timetable.entries import fire_times
+from pipeline.timetable.schedule import run_entry, run_once
 
 NY = ZoneInfo("America/New_York")
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.send_test import MAX_RECIPIENTS, email_channel, parse_addresses, send_test
-from pipeline.state import engine_for
+from pipeline.store.engine import engine_for
+from pipeline.web.send_test import MAX_RECIPIENTS, email_channel, parse_addresses, send_test
 from tests.conftest import SEED_SLUG, add_channel, ledger_rows
 
 
@@ -46,7 +46,7 @@ def test_cli_send_test_reaches_smtp_marked_test_and_leaves_ledger_alone(smtp_pro
 def test_test_message_id_differs_from_the_real_sends(smtp_project, sink, run_cli):
     """A provider that drops a repeated Message-ID must not take the real send for the test."""
     from pipeline.config import load_config
-    from pipeline.subscribers import upsert
+    from pipeline.store.subscribers import upsert
 
     config = load_config(smtp_project / "config.yaml")
     upsert(engine_for(config), "ada@example.com", "Ada")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import subscribers as store
 from pipeline.config import load_config
-from pipeline.state import engine_for
-from pipeline.subscribers import SubscriberError
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.store.subscribers import SubscriberError
 
 COUNTS_ZERO = dict(added=0, updated=0, unchanged=0, kept_unsubscribed=0, resubscribed=0)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline import subscribers as store
 from pipeline.config import Config, load_config
-from pipeline.state import engine_for
-from pipeline.web import create_app
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.web.unsubscribe import create_app
 from tests.servers import AppServers, wait_healthy
 from tests.smtp_sink import free_port
 

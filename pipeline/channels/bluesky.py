@@ -40,8 +40,8 @@ from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.fields import http_url
-from pipeline.links import SOCIAL_MEDIUM, tag_url, utm_params
 from pipeline.models import Delivery, Link, Post, Receipt, Snippet
+from pipeline.render.links import SOCIAL_MEDIUM, tag_url, utm_params
 
 log = logging.getLogger(__name__)
 

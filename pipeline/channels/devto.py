@@ -29,8 +29,8 @@ from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.fields import http_url
-from pipeline.links import absolute
 from pipeline.models import Delivery, Receipt, Rendered
+from pipeline.render.links import absolute
 
 log = logging.getLogger(__name__)
 

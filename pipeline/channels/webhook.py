@@ -22,7 +22,7 @@ from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
 from pipeline.errors import ChannelError, ConfigError
 from pipeline.models import Delivery, Receipt
-from pipeline.networks import NETWORKS
+from pipeline.networks.registry import NETWORKS
 
 log = logging.getLogger(__name__)
 

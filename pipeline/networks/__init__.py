@@ -1,10 +1,5 @@
-"""Each social network's way of counting a post: one Protocol, one module per network, one dict."""
+"""Networks: text in, its length as each social network counts it out.
 
-from pipeline.networks.base import Network, grapheme_boundaries, graphemes
-from pipeline.networks.bluesky import Bluesky
-from pipeline.networks.mastodon import Mastodon
-from pipeline.networks.x import X
-
-NETWORKS: dict[str, type[Network]] = {n.name: n for n in (X, Mastodon, Bluesky)}
-
-__all__ = ["NETWORKS", "Network", "grapheme_boundaries", "graphemes"]
+One `Network` Protocol (`base.py`), one module per network (x, mastodon, bluesky), and the
+`NETWORKS` dict in `registry.py`. No I/O: render cuts snippets with these counts.
+"""

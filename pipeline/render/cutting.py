@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import pysbd
 
-from pipeline.networks import grapheme_boundaries
+from pipeline.networks.base import grapheme_boundaries
 
 ELLIPSIS = "…"
 

@@ -18,9 +18,9 @@ from babel.dates import format_date
 from markupsafe import Markup
 
 from pipeline.config import Config
-from pipeline.links import EMAIL_CHANNEL, footer
 from pipeline.models import Edition, Post
 from pipeline.render.email import compile_mjml, one_line, post_context, render_text, site_context, tagger
+from pipeline.render.links import EMAIL_CHANNEL, footer
 from pipeline.render.lint import lint
 from pipeline.render.personalize import Placeholders, neutralize
 from pipeline.render.text import plain_text

@@ -15,10 +15,10 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline.config import Config
-from pipeline.content import sanitize
 from pipeline.errors import RenderError
-from pipeline.links import EMAIL_CHANNEL, footer, tag_url, utm_params
+from pipeline.intake.posts import sanitize
 from pipeline.models import Edition, Post
+from pipeline.render.links import EMAIL_CHANNEL, footer, tag_url, utm_params
 from pipeline.render.lint import lint
 from pipeline.render.personalize import Placeholders, neutralize
 from pipeline.render.text import first_sentence, html_to_text

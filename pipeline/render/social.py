@@ -13,10 +13,11 @@ import regex
 
 from pipeline.config import Config
 from pipeline.errors import RenderError
-from pipeline.links import SOCIAL_MEDIUM, tag_url, utm_params
 from pipeline.models import Link, Post, Snippet
-from pipeline.networks import NETWORKS, Network
+from pipeline.networks.base import Network
+from pipeline.networks.registry import NETWORKS
 from pipeline.render.cutting import excerpt_cuts, word_cuts
+from pipeline.render.links import SOCIAL_MEDIUM, tag_url, utm_params
 from pipeline.render.text import plain_text
 from pipeline.render.thread import numbered, split_thread
 

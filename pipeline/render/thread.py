@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.networks import grapheme_boundaries
+from pipeline.networks.base import grapheme_boundaries
 from pipeline.render.cutting import sentence_ends
 
 

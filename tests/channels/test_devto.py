@@ -15,7 +15,7 @@ import respx
 
 from pipeline.channels.devto import absolute_links, footer_markdown, forem_tags
 from pipeline.config import Config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 from pipeline.models import Footer
 from pipeline.preview import render_post
 from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from pipeline import subscribers as store
 from pipeline.config import Config, load_config
-from pipeline.ledger import Ledger
 from pipeline.models import Status
-from pipeline.state import engine_for
+from pipeline.store import subscribers as store
+from pipeline.store.engine import engine_for
+from pipeline.store.ledger import Ledger
 from tests.conftest import send_through
 from tests.smtp_sink import Sink, free_port, password_checker
 

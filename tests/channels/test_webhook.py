@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from pipeline.config import Config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 from pipeline.render.social import snippet, thread
 from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
 

@@ -16,7 +16,7 @@ import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from pipeline.config import Config
-from pipeline.content import load_posts
+from pipeline.intake.posts import load_posts
 from pipeline.render.social import snippet, thread
 from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
 

@@ -1,0 +1,55 @@
+"""Every article the timetable and `publish` may send: the Markdown posts (when `sources:` lists
+`type: posts`, the default) and the stored entries of the feeds that are ready to send.
+
+Feeds are read from the state database only; `pipeline fetch` (and each scheduler run) fetches.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from pipeline.config import Config
+from pipeline.intake.feed_settings import PostsSource
+from pipeline.intake.feeds import FeedReport, fetch_all
+from pipeline.intake.posts import LoadResult, load_posts
+from pipeline.models import Post, Problem, Severity
+from pipeline.store.feed_entries import ready_posts
+
+log = logging.getLogger(__name__)
+
+
+def load_all(config: Config, *, now: datetime | None = None, local: LoadResult | None = None) -> LoadResult:
+    """The local posts plus the feed entries ready by `now`, oldest first, like `load_posts`.
+    A feed entry whose slug a local post already uses is left out with a problem. `local`: the
+    posts already loaded (the preview page has them), instead of reading `posts/` again."""
+    now = now or datetime.now(UTC)
+    if not any(isinstance(s, PostsSource) for s in config.sources):
+        local = LoadResult(posts=(), problems=())
+    local = local if local is not None else load_posts(config)
+    taken = {p.slug for p in local.posts}
+    posts: list[Post] = list(local.posts)
+    problems: list[Problem] = list(local.problems)
+    for post in ready_posts(config, now=now):
+        if post.slug in taken:
+            problems.append(Problem(where=post.path, severity=Severity.WARNING,
+                                    message=f"slug {post.slug!r} is used by a post; entry not sent"))
+            continue
+        posts.append(post)
+    posts.sort(key=lambda p: (p.date, p.slug))
+    return LoadResult(posts=tuple(posts), problems=tuple(problems))
+
+
+def refresh_feeds(config: Config, *, now: datetime | None = None) -> list[FeedReport]:
+    """Fetch the configured feeds before planning (each scheduler run). A feed that fails is
+    logged and planning goes on with what is stored; returns the reports."""
+    if not config.feeds:
+        return []
+    reports = fetch_all(config, now=now)
+    for report in reports:
+        if report.failed:
+            log.warning("feed %s not refreshed (%s); planning with the entries stored", report.name,
+                        report.error)
+        for warning in report.warnings:
+            log.warning("feed %s: %s", report.name, warning)
+    return reports

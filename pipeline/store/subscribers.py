@@ -1,0 +1,249 @@
+"""The subscriber store: CSV import/export, add/remove, unsubscribe tokens.
+
+Addresses are validated (syntax only, no DNS) and normalized with email-validator. An address is
+unique case-insensitively. Someone who unsubscribed stays unsubscribed when re-imported, unless
+the import says `resubscribe`. Sends stream subscribers from the database, never all at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Engine, delete, insert, select, update
+
+from pipeline.errors import PipelineError
+from pipeline.intake.textfile import NotUtf8, read_utf8
+from pipeline.store.schema import secrets_table, subscribers
+
+
+class SubscriberStatus(StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class SubscriberError(PipelineError):
+    """A subscriber operation cannot be done (bad address, unknown address, bad file)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Subscriber:
+    email: str
+    name: str | None
+    tags: tuple[str, ...]
+    status: str
+    uid: str
+    created_at: datetime
+    unsubscribed_at: datetime | None = None
+
+
+@dataclass(kw_only=True)
+class ImportResult:
+    """What an import did; `errors` are (line number, message) of rows that were not imported."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept_unsubscribed: int = 0
+    resubscribed: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def normalize(address: str) -> str:
+    """The normalized form of an address (domain lower-cased, IDNA-checked). Raises ValueError
+    with email-validator's reason."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _split_tags(raw: str | None) -> tuple[str, ...]:
+    parts = (raw or "").replace(";", ",").replace("|", ",").split(",")
+    return tuple(dict.fromkeys(t.strip() for t in parts if t.strip()))
+
+
+def upsert(engine: Engine, address: str, name: str | None = None, tags: tuple[str, ...] = (), *,
+           resubscribe: bool = False, source: str | None = None) -> str:
+    """Add or update one subscriber; returns "added", "updated", "unchanged", "kept_unsubscribed"
+    or "resubscribed". Raises ValueError for an invalid address."""
+    email = normalize(address)
+    with engine.begin() as conn:
+        return _upsert(conn, email, name, _split_tags(",".join(tags)), resubscribe=resubscribe,
+                       source=source)
+
+
+def _upsert(conn, email: str, name: str | None, tags: tuple[str, ...], *,  # type: ignore[no-untyped-def]
+            resubscribe: bool, source: str | None) -> str:
+    now = _now()
+    row = conn.execute(select(subscribers).where(subscribers.c.email_key == email.lower())).first()
+    name = (name or "").strip() or None
+    if row is None:
+        conn.execute(insert(subscribers).values(
+            uid=secrets.token_hex(16), email=email, email_key=email.lower(), name=name,
+            tags=",".join(tags), status=SubscriberStatus.ACTIVE, source=source, created_at=now,
+            updated_at=now))
+        return "added"
+    changes: dict[str, object] = {}
+    if name and name != row.name:
+        changes["name"] = name
+    merged = ",".join(dict.fromkeys([*_split_tags(row.tags), *tags]))
+    if merged != row.tags:
+        changes["tags"] = merged
+    outcome = "updated" if changes else "unchanged"
+    if row.status == SubscriberStatus.UNSUBSCRIBED:
+        if not resubscribe:
+            return "kept_unsubscribed"
+        changes.update(status=SubscriberStatus.ACTIVE, unsubscribed_at=None)
+        outcome = "resubscribed"
+    if changes:
+        conn.execute(update(subscribers).where(subscribers.c.id == row.id)
+                     .values(**changes, updated_at=now))
+    return outcome
+
+
+def import_csv(engine: Engine, path: Path, *, resubscribe: bool = False) -> ImportResult:
+    """Import a CSV with an `email` column and optional `name` and `tags` columns. Bad rows are
+    reported with their line numbers; the good ones are imported (in one transaction)."""
+    try:
+        text = read_utf8(path)
+    except FileNotFoundError:
+        raise SubscriberError(f"{path}: file not found") from None
+    except NotUtf8 as exc:
+        raise SubscriberError(f"{path}: {exc}; save the CSV as UTF-8") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    columns = {c.strip().lower(): i for i, c in enumerate(header)}
+    if "email" not in columns:
+        raise SubscriberError(f"{path}: line 1: no `email` column (columns: email, name, tags)")
+    result = ImportResult()
+
+    def cell(row: list[str], column: str) -> str | None:
+        i = columns.get(column)
+        return row[i] if i is not None and i < len(row) else None
+
+    with engine.begin() as conn:
+        while True:
+            line = reader.line_num + 1          # where the next row starts (it may span lines)
+            row = next(reader, None)
+            if row is None:
+                break
+            if not any(field.strip() for field in row):
+                continue
+            address = (cell(row, "email") or "").strip()
+            try:
+                email = normalize(address)
+            except ValueError as exc:
+                shown = address.encode("unicode_escape").decode() if address else "(empty)"
+                result.errors.append((line, f"{shown}: {exc}"))
+                continue
+            name, tags = cell(row, "name"), _split_tags(cell(row, "tags"))
+            outcome = _upsert(conn, email, name, tags, resubscribe=resubscribe, source=path.name)
+            setattr(result, outcome, getattr(result, outcome) + 1)
+    return result
+
+
+def unsubscribe(engine: Engine, address: str) -> bool:
+    """Mark an address unsubscribed (kept, so that a re-import cannot resubscribe it)."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(subscribers).where(subscribers.c.email_key == normalize(address).lower())
+            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=_now(), updated_at=_now()))
+    return done.rowcount > 0
+
+
+def forget(engine: Engine, address: str) -> bool:
+    """Delete an address entirely (erasure on request). It could then be imported again."""
+    with engine.begin() as conn:
+        done = conn.execute(delete(subscribers)
+                            .where(subscribers.c.email_key == normalize(address).lower()))
+    return done.rowcount > 0
+
+
+def iter_subscribers(engine: Engine, *, status: str | None = None, page: int = 1000
+                     ) -> Iterator[Subscriber]:
+    """Subscribers in id order, fetched a page at a time (memory stays flat)."""
+    last = 0
+    while True:
+        query = select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(page)
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            yield Subscriber(email=row.email, name=row.name, tags=_split_tags(row.tags),
+                             status=row.status, uid=row.uid, created_at=row.created_at,
+                             unsubscribed_at=row.unsubscribed_at)
+        if len(rows) < page:
+            return
+        last = rows[-1].id
+
+
+def export_csv(engine: Engine, out: TextIO, *, status: str | None = None) -> int:
+    """Write subscribers as CSV (email, name, tags, status, subscribed_at); returns the count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["email", "name", "tags", "status", "subscribed_at"])
+    count = 0
+    for s in iter_subscribers(engine, status=status):
+        writer.writerow([s.email, s.name or "", ",".join(s.tags), s.status,
+                         s.created_at.isoformat(timespec="seconds")])
+        count += 1
+    return count
+
+
+def count(engine: Engine, status: str | None = None) -> int:
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(subscribers)
+    if status:
+        query = query.where(subscribers.c.status == status)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+# -- unsubscribe tokens -------------------------------------------------------------------------
+
+def state_secret(engine: Engine, name: str = "unsubscribe") -> str:
+    """A random secret kept in the state database, created on first use: the fallback when
+    `unsubscribe.secret` is not configured."""
+    with engine.begin() as conn:
+        row = conn.execute(select(secrets_table.c.value).where(secrets_table.c.name == name)).first()
+        if row:
+            return str(row.value)
+        value = secrets.token_urlsafe(32)
+        conn.execute(insert(secrets_table).values(name=name, value=value))
+        return value
+
+
+def token(uid: str, email: str, secret: str) -> str:
+    """`<uid>.<HMAC-SHA256(secret, uid:address)>`: names no address, cannot be forged or
+    reversed without the secret."""
+    mac = hmac.new(secret.encode(), f"{uid}:{email.lower()}".encode(), hashlib.sha256).hexdigest()
+    return f"{uid}.{mac[:40]}"
+
+
+def resolve_token(engine: Engine, value: str, secret: str) -> Subscriber | None:
+    """The subscriber a token belongs to, or None if it is malformed, unknown or forged."""
+    uid, _, mac = value.partition(".")
+    if len(uid) != 32 or len(mac) != 40 or not all(c in "0123456789abcdef" for c in uid + mac):
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(select(subscribers).where(subscribers.c.uid == uid)).first()
+    if row is None or not hmac.compare_digest(token(row.uid, row.email, secret), value):
+        return None
+    return Subscriber(email=row.email, name=row.name, tags=_split_tags(row.tags), status=row.status,
+                      uid=row.uid, created_at=row.created_at, unsubscribed_at=row.unsubscribed_at)
