@@ -30,7 +30,7 @@ from pydantic import (
 from pipeline.errors import ConfigError
 from pipeline.fields import http_url
 from pipeline.intake.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
-from pipeline.intake.textfile import NotUtf8, read_utf8
+from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.networks.registry import NETWORKS
 from pipeline.timetable.entries import Entry
 
@@ -246,8 +246,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except NotUtf8 as exc:
         raise ConfigError(f"{cfg_path}: {exc}; save it as UTF-8") from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data, node = load_yaml(text)
+    except YamlTooLarge as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{cfg_path}:{mark.line + 1}" if mark else str(cfg_path)

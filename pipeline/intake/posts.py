@@ -24,7 +24,7 @@ from slugify import slugify
 
 from pipeline.config import Config
 from pipeline.errors import PostError
-from pipeline.intake.textfile import NotUtf8, read_utf8
+from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
 from pipeline.render.links import absolute, canonical_url
@@ -192,7 +192,9 @@ def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
     except ValueError:
         raise PostError(where, "front matter is not closed: add a --- line after it") from None
     try:
-        meta = yaml.load(fm_text, Loader=_FrontMatterLoader)
+        meta, _ = load_yaml(fm_text, _FrontMatterLoader)
+    except YamlTooLarge as exc:
+        raise PostError(where, f"front matter: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
