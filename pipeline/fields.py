@@ -33,7 +33,10 @@ def date_in_range(when: datetime | date) -> bool:
         when = datetime(when.year, when.month, when.day)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return EARLIEST <= when < LATEST
+    try:
+        return EARLIEST <= when < LATEST
+    except OverflowError:   # an offset that takes year 1 below year 1
+        return False
 
 
 def out_of_range(when: datetime | date) -> str:
