@@ -36,3 +36,8 @@ class ChannelError(PipelineError):
         # The request may have reached the remote side: the outcome is not known.
         self.unknown = unknown
         self.retry_after = retry_after
+
+
+class StateError(PipelineError):
+    """The state database cannot be used: not ours, damaged, full, read-only or unreachable.
+    Every command stops on it: going on could send again what the database says was sent."""

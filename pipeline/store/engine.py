@@ -3,18 +3,32 @@
 Ledger, subscribers and the scheduler's job store share it. SQLite runs in WAL mode with
 synchronous=NORMAL: a commit survives the process being killed (the WAL is in the OS page cache),
 and costs tens of microseconds, so the ledger can commit every send.
+
+The schema is created only where there is no database yet. A file that exists but is empty,
+foreign, truncated or corrupt stops every command with a StateError: read as a new database it
+would show an empty list and let already-sent posts go out again. Database errors (damaged,
+disk full, read-only, unreachable) become one-line StateErrors here, at the store's edge.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from pipeline.config import Config
+from pipeline.errors import StateError
 from pipeline.store.schema import metadata
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Tables every pipeline database has had since the first release; later tables are added.
+CORE_TABLES = frozenset({"deliveries", "subscribers"})
+RESTORE = "restore it from a backup, or move it away to start a new one"
 
 
 def state_url(config: Config) -> str:
@@ -26,22 +40,106 @@ def state_url(config: Config) -> str:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite") else ""
+    on_disk = bool(path) and path != ":memory:"
+    existed = on_disk and Path(path).exists()
     if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if existed:
+            _check_sqlite_file(Path(path))
+        elif on_disk:
+            _make_folder(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               poolclass=StaticPool if path == ":memory:" else None)
+                               poolclass=StaticPool if not on_disk else None)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    event.listen(engine, "handle_error", _to_state_error)
+    _ensure_schema(engine, new=not existed)
     return engine
 
 
 def engine_for(config: Config) -> Engine:
-    """The (cached) engine of the config's state database, tables created."""
+    """The (cached) engine of the config's state database, tables created. Raises StateError
+    for a database that is not a pipeline database, is damaged or cannot be reached."""
     return _engine(state_url(config))
+
+
+def where(engine: Engine) -> str:
+    """The database as messages name it: a SQLite file's path, else the URL without password."""
+    if engine.dialect.name == "sqlite":
+        return engine.url.database or ":memory:"
+    return engine.url.render_as_string(hide_password=True)
+
+
+def state_error(engine: Engine, exc: BaseException) -> StateError | None:
+    """The one-line StateError for a database-level failure (damaged, full, read-only, locked,
+    unreachable), or None for errors the code handles itself (constraint violations)."""
+    dbapi: Any = engine.dialect.dbapi
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if dbapi is None or not isinstance(orig, dbapi.OperationalError | dbapi.DatabaseError) \
+            or isinstance(orig, dbapi.IntegrityError | dbapi.ProgrammingError):
+        return None
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    lowered = text.lower()
+    name = f"state database {where(engine)}"
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return StateError(f"{name} is damaged ({text}); {RESTORE}")
+    if "disk is full" in lowered or "no space" in lowered:
+        return StateError(f"{name}: the disk is full; free some space and run the command again")
+    if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        return StateError(f"{name} cannot be written ({text}); check that the file and its folder "
+                          "are writable by this user")
+    if "locked" in lowered or "busy" in lowered:
+        return StateError(f"{name} is locked by another process ({text}); try again when it is done")
+    return StateError(f"{name}: {text}")
+
+
+def _to_state_error(context: ExceptionContext) -> None:
+    error = state_error(context.engine, context.original_exception) if context.engine else None
+    if error is not None:
+        raise error from None
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse an existing file that cannot be a pipeline database, before SQLite opens it (which
+    would take an empty file for a new database)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StateError(f"state database {path} cannot be read ({exc.strerror}); check its "
+                         "permissions") from None
+    if size == 0:
+        raise StateError(f"state database {path} is empty (0 bytes), not a pipeline database; {RESTORE}")
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        raise StateError(f"state database {path} is not a pipeline database (not a SQLite file); {RESTORE}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count in the header is valid when its "version valid for" equals the change counter.
+    if header[24:28] == header[92:96] and pages * page_size > size:
+        raise StateError(f"state database {path} is damaged (truncated: {size:,} of "
+                         f"{pages * page_size:,} bytes); {RESTORE}")
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"state database {path}: cannot create its folder {path.parent} "
+                         f"({exc.strerror}); set `state:` in config.yaml to a writable path") from None
+
+
+def _ensure_schema(engine: Engine, *, new: bool) -> None:
+    """Create the tables of a new database, and the tables added since an existing one was made.
+    An existing SQLite file without the core tables is someone else's (or was emptied): refused.
+    (A server database may hold other applications' tables: ours are created beside them.)"""
+    tables = set(inspect(engine).get_table_names())
+    if engine.dialect.name == "sqlite" and not new and not tables >= CORE_TABLES:
+        raise StateError(f"state database {where(engine)} is not a pipeline database (it has no "
+                         f"{' or '.join(sorted(CORE_TABLES - tables))} table); {RESTORE}")
+    metadata.create_all(engine)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

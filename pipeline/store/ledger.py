@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.models import Receipt, Recipient, Status
 from pipeline.plan import key_prefix
+from pipeline.store.engine import state_error
 from pipeline.store.schema import deliveries, subscribers
 from pipeline.store.subscribers import SubscriberStatus
 
@@ -101,13 +102,19 @@ class Ledger:
             if self._conn.in_transaction():
                 self._conn.commit()
             driver = self._conn.connection.driver_connection
-            cursor = driver.cursor()
             try:
-                cursor.execute(prepared.sql, prepared.args(values))
-                count = cursor.rowcount
-            finally:
-                cursor.close()
-            driver.commit()
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(prepared.sql, prepared.args(values))
+                    count = cursor.rowcount
+                finally:
+                    cursor.close()
+                driver.commit()
+            except Exception as exc:   # the driver's own errors bypass SQLAlchemy's translation
+                error = state_error(self.engine, exc)
+                if error is None:
+                    raise
+                raise error from None
             return count
 
     def close(self) -> None:
