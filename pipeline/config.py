@@ -24,11 +24,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from pipeline.errors import ConfigError
-from pipeline.fields import http_url
+from pipeline.fields import email_address, http_url
 from pipeline.intake.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
 from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.networks.registry import NETWORKS
@@ -96,8 +95,8 @@ class NetworkSettings(_Model):
 
 class EmailSettings(_Model):
     template: str = "email/article.mjml.j2"
-    from_: str | None = Field(default=None, alias="from")
-    reply_to: str | None = None
+    from_: Annotated[str, email_address(named=True)] | None = Field(default=None, alias="from")
+    reply_to: Annotated[str, email_address(named=True)] | None = None
     name_fallback: str = "there"
     clip_bytes: int = Field(default=102_000, gt=0)   # Gmail clips messages larger than this
 
@@ -105,7 +104,7 @@ class EmailSettings(_Model):
 class UnsubscribeSettings(_Model):
     base_url: Annotated[str, http_url("https://news.example.com")] = "http://127.0.0.1:8080"  # `serve`
     secret: SecretStr | None = None             # default: a random secret kept in the state database
-    mailto: str | None = None                   # optional second List-Unsubscribe target
+    mailto: Annotated[str, email_address()] | None = None   # optional second List-Unsubscribe target
 
 
 class PreviewSettings(_Model):
@@ -114,8 +113,8 @@ class PreviewSettings(_Model):
 
     out: str = "out/preview"
     recipient_name: str = "Alex"
-    recipient_email: str = "reader@example.com"
-    test_recipients: list[str] = []
+    recipient_email: Annotated[str, email_address()] = "reader@example.com"
+    test_recipients: list[Annotated[str, email_address()]] = []
     test_channel: str | None = None
     port: int = Field(default=8001, ge=1, le=65535)     # `pipeline preview --serve`
 
@@ -158,6 +157,7 @@ class Config(_Model):
     feed: FeedOutSettings = FeedOutSettings()     # the Atom feed of the posts (`build-feed`)
     root: Path = Path(".")
     source: str = "config.yaml"
+    key_lines: dict[tuple[str | int, ...], int] = {}   # key path -> its line in the file
 
     @field_validator("timezone")
     @classmethod
@@ -175,23 +175,6 @@ class Config(_Model):
         if unknown:
             raise ValueError(f"unknown network {unknown[0]!r}; known: {', '.join(NETWORKS)}")
         return v
-
-    @model_validator(mode="after")
-    def _timetable(self) -> Config:
-        seen: set[str] = set()
-        for entry in self.schedule:
-            if entry.name in seen:
-                raise ValueError(f"schedule: two entries are named {entry.name!r}; give each a unique name")
-            seen.add(entry.name)
-            unknown = [c for c in entry.channels if c not in self.channels]
-            if unknown:
-                raise ValueError(f"schedule entry {entry.name!r}: unknown channel {unknown[0]!r} "
-                                 f"(configured: {', '.join(self.channels)})")
-        unknown = [c for c in self.default_channels if c not in self.channels]
-        if unknown:
-            raise ValueError(f"default_channels: unknown channel {unknown[0]!r} "
-                             f"(configured: {', '.join(self.channels)})")
-        return self
 
     @field_validator("sources")
     @classmethod
@@ -215,6 +198,10 @@ class Config(_Model):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def where(self, *key: str | int) -> str:
+        """`config.yaml:LINE: a.b.c`, as errors name a key (the line of its nearest parent)."""
+        return _where(Path(self.source), self.key_lines, key)
 
     def path(self, value: str) -> Path:
         """A path from config, relative to the config file's folder."""
@@ -259,17 +246,73 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path}: must be a mapping of keys such as site:, posts:, channels:")
     lines = _key_lines(node)
+    raw = data
     errors = [f"{_where(cfg_path, lines, (k,))}: unknown key; remove it or check its spelling "
-              "(see README, config reference)" for k in ("root", "source") if k in data]
+              "(see README, config reference)" for k in ("root", "source", "key_lines") if k in data]
     data = _expand(data, (), errors, cfg_path, lines)
-    data.update(root=cfg_path.resolve().parent, source=str(cfg_path))
+    data.update(root=cfg_path.resolve().parent, source=str(cfg_path), key_lines=lines)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors += _describe(exc, cfg_path, lines, data)
+        # A key whose variable is missing was filled with "": its "invalid value" is no news.
+        unset = tuple(e.split(": environment variable ")[0] + ":" for e in errors
+                      if ": environment variable " in e)
+        errors += [e for e in _describe(exc, cfg_path, lines, data) if not e.startswith(unset)]
+    # Checked on the data, not in a model validator, so they come with the field errors, each
+    # with its place, rather than alone and placeless once every field is right.
+    errors += [f"{_where(cfg_path, lines, loc)}: {msg}" for loc, msg in cross_references(data)]
     if errors:
-        raise ConfigError("\n".join(errors))
+        raise ConfigError(mask_secrets("\n".join(errors), raw))
     return config
+
+
+def cross_references(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Errors between keys (key path, message): timetable entries that share a name or name a
+    channel that is not configured, and `default_channels` naming an unknown channel. Reads the
+    raw mapping, so it works even where some fields are wrong."""
+    channels = data.get("channels") if isinstance(data.get("channels"), Mapping) else {}
+    configured = ", ".join(map(str, channels or {})) or "none"
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    schedule = data.get("schedule") if isinstance(data.get("schedule"), list) else []
+    for i, entry in enumerate(schedule or []):
+        if not isinstance(entry, Mapping):
+            continue
+        name = entry.get("name")
+        if isinstance(name, str) and name in seen:
+            out.append((("schedule", i, "name"), f"two entries are named {name!r}; give each a unique name"))
+        seen.add(str(name))
+        names = entry.get("channels") if isinstance(entry.get("channels"), list) else []
+        out += [(("schedule", i, "channels", j), f"schedule entry {name!r}: unknown channel {c!r} "
+                 f"(configured: {configured})") for j, c in enumerate(names or []) if c not in channels]
+    defaults = data.get("default_channels") if isinstance(data.get("default_channels"), list) else []
+    out += [(("default_channels", j), f"unknown channel {c!r} (configured: {configured})")
+            for j, c in enumerate(defaults or []) if c not in channels]
+    return out
+
+
+def mask_secrets(text: str, raw: Any) -> str:
+    """`text` with the value of every environment variable that `raw` references (`${NAME}`)
+    replaced by `${NAME}`: an error message quoting a value never shows a secret."""
+    names: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+        elif isinstance(value, str):
+            names.update(m.group(1) for m in ENV_REF.finditer(value))
+
+    collect(raw)
+    # Longest first, so a value that contains another is replaced whole; values of one or two
+    # characters are no secret, and replacing them would garble the message.
+    for value, name in sorted(((os.environ.get(n, ""), n) for n in names), key=lambda p: -len(p[0])):
+        if len(value) > 2:
+            text = text.replace(value, f"${{{name}}}")
+    return text
 
 
 def resolve_env(value: Any, where: str) -> Any:

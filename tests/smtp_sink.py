@@ -1,11 +1,14 @@
 """A real SMTP server for tests: aiosmtpd on a free loopback port, recording what it accepts.
 
-Behaviour is programmable per recipient: temporary (4xx) or permanent (5xx) refusals, and
-dropping the connection in the middle of a message.
+Behaviour is programmable per recipient: temporary (4xx) or permanent (5xx) refusals, dropping
+the connection in the middle of a message, stalling before the RCPT reply, and taking a message
+in but never answering it (silence, or a closed connection, after the end-of-data dot).
+The server offers SMTPUTF8 (aiosmtpd's Controller default); `Sink(enable_SMTPUTF8=False)` does not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -29,6 +32,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -42,7 +46,11 @@ class Behaviour:
     temporary: dict[str, int] = field(default_factory=dict)   # address -> how many 451s first
     always_temporary: set[str] = field(default_factory=set)
     permanent: set[str] = field(default_factory=set)          # 550 at RCPT
-    drop_once: set[str] = field(default_factory=set)          # close the connection at DATA, once
+    drop_once: set[str] = field(default_factory=set)          # close the connection at RCPT, once
+    stall_rcpt: dict[str, int] = field(default_factory=dict)  # address -> how many RCPTs go unanswered
+    # Take the message in (it counts as received), then never answer / close the connection.
+    silent_after_data: set[str] = field(default_factory=set)
+    close_after_data: set[str] = field(default_factory=set)
 
 
 class _Handler:
@@ -50,6 +58,20 @@ class _Handler:
         self.sink = sink
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        stall = self.sink.behaviour.stall_rcpt
+        with self.sink.lock:
+            stalled = stall.get(address, 0) > 0
+            if stalled:
+                stall[address] -= 1
+                self.sink.stalls[address] += 1
+        if stalled:
+            await asyncio.sleep(3600)     # cancelled by stop(); the client times out long before
+        with self.sink.lock:
+            drop = address in self.sink.behaviour.drop_once
+            self.sink.behaviour.drop_once.discard(address)
+        if drop:                          # before the message: the client may safely send it again
+            server.transport.close()
+            return "421 closing"
         if address in self.sink.behaviour.permanent:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
@@ -60,15 +82,18 @@ class _Handler:
         rcpt = envelope.rcpt_tos[0]
         with sink.lock:
             sink.attempts[rcpt] += 1
-            if rcpt in b.drop_once:
-                b.drop_once.discard(rcpt)
-                server.transport.close()
-                return "421 closing"
             if rcpt in b.always_temporary or b.temporary.get(rcpt, 0) > 0:
                 if rcpt in b.temporary:
                     b.temporary[rcpt] -= 1
                 return "451 4.3.0 Temporary local problem, try again later"
-            sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                          list(envelope.mail_options)))
+            silent, close = rcpt in b.silent_after_data, rcpt in b.close_after_data
+        if close:
+            server.transport.close()
+            return "250 2.0.0 Ok: queued"      # never reaches the client
+        if silent:
+            await asyncio.sleep(3600)
         return "250 2.0.0 Ok: queued"
 
 
@@ -80,6 +105,7 @@ class Sink:
         self.behaviour = Behaviour()
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
+        self.stalls: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
                                      **smtp_kwargs)

@@ -233,3 +233,95 @@ def test_unquoted_env_reference_in_a_flow_mapping_gets_a_hint(tmp_path):
         load_config(path)
     assert str(err.value).startswith(f"{path}:3: not valid YAML")
     assert 'inside { } write "${NAME}" in quotes' in str(err.value)
+
+
+# -- addresses: exactly one each (#12) ----------------------------------------------------------
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('  from: "RTR Wellness Center <news@example.com>"',
+     '  from: "News <news@example.com>\\r\\nBcc: everyone@example.com"', "email.from"),
+    ('  from: "RTR Wellness Center <news@example.com>"',
+     '  from: "news@example.com, boss@example.com"', "email.from"),
+    ('  from: "RTR Wellness Center <news@example.com>"', '  from: "not an address"', "email.from"),
+    ("  test_recipients: [marketing@example.com]",
+     "  test_recipients: [marketing@example.com, 'a@example.com, b@example.com']",
+     "preview.test_recipients.1"),
+])
+def test_config_addresses_are_exactly_one_each(project, old, new, key):
+    cfg, line = _edit(project, old, new)
+    [message] = _error(cfg).splitlines()
+    assert message.startswith(f"{cfg}:{line}: {key}: ")
+    assert "must be a single line" in message or "exactly one address" in message \
+        or "is not a valid address" in message
+
+
+@pytest.mark.parametrize(("block", "key"), [
+    ("email:\n  reply_to: \"a@example.com\\nBcc: b@example.com\"\n", "email.reply_to"),
+    ("unsubscribe:\n  mailto: \"Unsub <u@example.com>\"\n", "unsubscribe.mailto"),
+])
+def test_reply_to_and_unsubscribe_mailto_are_one_address(tmp_path, block, key):
+    path = tmp_path / "config.yaml"
+    path.write_text("site: {name: S, url: https://example.com}\n" + block, encoding="utf-8")
+    [message] = _error(path).splitlines()
+    assert message.startswith(f"{path}:3: {key}: ")
+
+
+def test_an_idn_address_is_one_valid_address(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("site: {name: S, url: https://example.com}\n"
+                    "email: {from: \"Café <news@exämple.com>\"}\n", encoding="utf-8")
+    assert load_config(path).sender == "Café <news@exämple.com>"
+
+
+# -- secrets never quoted (#12) -----------------------------------------------------------------
+
+SECRET = "s3cr3t-value-from-the-env"
+
+
+def test_a_bad_value_from_the_environment_is_shown_as_its_reference(project, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TEST_TZ", SECRET)
+    monkeypatch.setenv("PIPELINE_TEST_URL", f"{SECRET}.example")
+    cfg, _ = _edit(project, "timezone: America/New_York", 'timezone: "${PIPELINE_TEST_TZ}"')
+    _edit(project, "  url: https://www.rtrwellnesscenter.com", '  url: "${PIPELINE_TEST_URL}"')
+    message = _error(cfg)
+    assert SECRET not in message
+    assert "(got '${PIPELINE_TEST_TZ}')" in message and "(got '${PIPELINE_TEST_URL}')" in message
+
+
+def test_a_channel_setting_from_the_environment_is_never_quoted(project, monkeypatch, run_cli):
+    monkeypatch.setenv("PIPELINE_TEST_PORT", SECRET)
+    cfg, line = _edit(project, "outbox: {type: outbox, path: out/outbox}",
+                      "outbox: {type: outbox, path: out/outbox}\n"
+                      "  mail: {type: smtp, host: smtp.example.com, port: \"${PIPELINE_TEST_PORT}\"}")
+    result = run_cli("check", cwd=project, env={"PIPELINE_TEST_PORT": SECRET})
+    assert result.returncode == 1 and SECRET not in result.stdout + result.stderr
+    [error] = [e for e in result.stderr.splitlines() if "channels.mail.port" in e]
+    assert error.startswith(f"error: {cfg.name}:{line + 1}: channels.mail.port: ")
+
+
+def test_the_preview_page_never_shows_a_secret_from_a_bad_config(project, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from pipeline.web.preview_page import create_preview_app
+
+    monkeypatch.setenv("PIPELINE_TEST_TZ", SECRET)
+    cfg, _ = _edit(project, "timezone: America/New_York", 'timezone: "${PIPELINE_TEST_TZ}"')
+    page = TestClient(create_preview_app(cfg), base_url="http://127.0.0.1").get("/")
+    assert "${PIPELINE_TEST_TZ}" in page.text and SECRET not in page.text
+
+
+# -- every error at once, each with its place (#12) ---------------------------------------------
+
+def test_cross_reference_errors_come_with_field_errors_and_places(project):
+    cfg, line1 = _edit(project, "timezone: America/New_York", "timezone: Mars/Base")
+    _, line2 = _edit(project, "  - name: social-slots\n    channels: [outbox]",
+                     "  - name: social-slots\n    channels: [pigeon]")
+    _, line3 = _edit(project, "default_channels: [outbox]", "default_channels: [outbox, carrier]")
+    lines = _error(cfg).splitlines()
+    assert [line.split(": ")[0:2] for line in lines] == [
+        [f"{cfg}:{line1}", "timezone"],
+        [f"{cfg}:{line2 + 1}", "schedule.1.channels.0"],
+        [f"{cfg}:{line3}", "default_channels.1"]]
+    assert "unknown channel 'pigeon' (configured: outbox)" in lines[1]
+    assert "unknown channel 'carrier' (configured: outbox)" in lines[2]
+    assert all(": : " not in line for line in lines)

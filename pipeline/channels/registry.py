@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pipeline.channels.base import Channel, ChannelSettings
 from pipeline.channels.outbox import Outbox
-from pipeline.config import Config, resolve_env
+from pipeline.config import Config, mask_secrets, resolve_env
 from pipeline.errors import ConfigError
 
 _MODULES = {"outbox": "outbox:Outbox", "smtp": "smtp:Smtp", "x": "x:X", "mastodon": "mastodon:Mastodon",
@@ -56,21 +56,21 @@ def channel_settings(config: Config, name: str) -> tuple[Any, ChannelSettings]:
     entry = dict(config.channels[name])
     kind = entry.pop("type")
     if kind not in CHANNELS:
-        raise ConfigError(f"{config.source}: channels.{name}.type: unknown channel type {kind!r}; "
+        raise ConfigError(f"{config.where('channels', name, 'type')}: unknown channel type {kind!r}; "
                           f"known types: {', '.join(sorted(CHANNELS))}")
     cls = CHANNELS[kind]
+    raw = entry
     entry = resolve_env(entry, f"{config.source}: channels.{name}")
     try:
         return cls, cls.Settings.model_validate(entry)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"])
             msg = ("unknown key; remove it or check its spelling" if err["type"] == "extra_forbidden"
                    else "required key is missing" if err["type"] == "missing"
                    else err["msg"].removeprefix("Value error, "))
-            lines.append(f"{config.source}: channels.{name}.{path}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+            lines.append(f"{config.where('channels', name, *err['loc'])}: {msg}")
+        raise ConfigError(mask_secrets("\n".join(lines), raw)) from None
 
 
 def build_channel(config: Config, name: str, *, dry_run: bool = False) -> Channel:

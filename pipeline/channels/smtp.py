@@ -6,9 +6,12 @@ protocol's CPU work then runs beside the publisher's instead of competing for on
 which is what lets a publish keep up with a bare SMTP client.
 
 Error rules: a 4xx reply is temporary (retryable); a 5xx reply to one recipient fails that
-recipient only; a dropped connection reconnects and the message is retried (resending it is safe:
-its Message-ID is deterministic). An unreachable server, a refused login or a TLS failure stops
-the channel with one clear line, and nothing is marked sent.
+recipient only; a connection dropped before the end-of-data dot went out reconnects and the message
+is retried (resending it is safe: its Message-ID is deterministic). No reply once the dot went out
+is `unknown`: the server may have the message, so it is never resent blindly. An address that
+needs SMTPUTF8 where the server does not offer it, or an unexpected error with one message, fails
+that message only. An unreachable server, a refused login or a TLS failure stops the channel with
+one clear line, and nothing is marked sent.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -28,6 +31,7 @@ from pipeline.channels.base import ChannelSettings
 from pipeline.channels.smtp_session import Session, SessionSettings, envelope_address, read_frame, write_frame
 from pipeline.config import Config
 from pipeline.errors import ChannelError
+from pipeline.fields import email_address
 from pipeline.models import Delivery, Receipt
 
 
@@ -37,8 +41,8 @@ class SmtpSettings(ChannelSettings):
     security: Literal["none", "starttls", "tls"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
-    from_: str | None = Field(default=None, alias="from")
-    reply_to: str | None = None
+    from_: Annotated[str, email_address(named=True)] | None = Field(default=None, alias="from")
+    reply_to: Annotated[str, email_address(named=True)] | None = None
     connections: int = Field(default=4, ge=1, le=64)
     rate: float = Field(default=0, ge=0)           # messages per second over all connections; 0: no cap
     timeout: float = Field(default=30, gt=0)
@@ -119,6 +123,8 @@ class Smtp:
             raise ChannelError(text, retryable=False, fatal=True)
         if kind == "lost":
             raise ChannelError(text, retryable=True)
+        if kind == "unknown":
+            raise ChannelError(text, retryable=False, unknown=True)
         raise ChannelError(text, retryable=bool(outcome[2]))
 
     def _session(self) -> Session | _Worker:

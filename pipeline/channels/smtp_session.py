@@ -1,18 +1,26 @@
 """One SMTP connection and the protocol of one message, in this process or in a worker process.
 
-Standard library only (plus dkimpy when signing), so a worker process starts quickly. Outcomes
-are plain tuples that cross a process boundary unchanged:
+Standard library only (plus dkimpy when signing, idna for an internationalized domain), so a
+worker process starts quickly. Outcomes are plain tuples that cross a process boundary unchanged:
 
     ("ok", reply)                      the server accepted the message
-    ("error", message, retryable)      a 4xx (retryable) or 5xx reply for this message
-    ("lost", message)                  the connection dropped; the message may be retried
+    ("error", message, retryable)      a 4xx (retryable) or 5xx reply for this message, an address
+                                       this server cannot take, or an unexpected error (permanent)
+    ("lost", message)                  the connection dropped before the end-of-data dot went out:
+                                       the server has no message, so it may be retried
+    ("unknown", message)               no reply once the dot went out: the server may have accepted
+                                       it, so it must not be sent again blindly
     ("fatal", message)                 cannot connect, log in or start TLS: stop the channel
+
+`Session.send` never raises: whatever goes wrong with one message is that message's outcome, so
+one hostile address never ends a worker process or stops the messages after it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import signal
 import smtplib
@@ -23,6 +31,8 @@ from email.utils import parseaddr
 from typing import Any, BinaryIO
 
 Outcome = tuple[Any, ...]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,27 +63,92 @@ class Session:
     def __init__(self, settings: SessionSettings) -> None:
         self.s = settings
         self.conn: smtplib.SMTP | None = None
+        # Whether the end-of-data dot of the message in hand went out: after it, the server may
+        # hold the message, and a lost reply no longer means it was not delivered.
+        self.dot_sent = False
 
     def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        """Send one message on this connection (connecting first if needed); its outcome."""
         if self.conn is None:
             failure = self._connect()
             if failure:
                 return failure
-        assert self.conn is not None
+        self.dot_sent = False
+        try:
+            return self._transaction(sender, recipient, message)
+        except OSError as exc:        # smtplib's disconnects and timeouts, resets, TLS errors
+            self.close()
+            if self.dot_sent:
+                return _unanswered(self.s.where, exc)
+            return ("lost", f"{self.s.where}: connection lost while sending ({exc or 'disconnected'})")
+        except Exception as exc:
+            # A bug, or broken state (an address that never went through validation): this message
+            # fails and the others go on. The protocol state is unknown, so the connection goes.
+            self.close()
+            log.error("%s: unexpected error sending to %s (%s: %s)", self.s.where, recipient,
+                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            if self.dot_sent:
+                return _unanswered(self.s.where, exc)
+            return ("error", _text(f"{self.s.where}: unexpected error sending to {recipient} "
+                                   f"({type(exc).__name__}: {exc})"), False)
+
+    def _transaction(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        """MAIL, RCPT, DATA for one message.
+
+        The protocol steps of `SMTP.sendmail`, with two differences a publisher needs. With ESMTP
+        PIPELINING (RFC 2920) the three commands go out in one write and their replies are read
+        together: two round trips per message instead of four. And the message, already
+        CRLF-encoded, is dot-stuffed with one bytes.replace; sendmail rescans every message with
+        two regexes."""
+        conn = self.conn
+        assert conn is not None
+        mail_from, rcpt_to = _smtp_address(sender), _smtp_address(recipient)
+        utf8 = not (mail_from + rcpt_to).isascii()
+        if utf8 and not conn.has_extn("smtputf8"):
+            who = recipient if not rcpt_to.isascii() else f"the sender {sender}"
+            return ("error", f"{who}: a non-ASCII local part needs SMTPUTF8, which {self.s.where} "
+                             "does not offer", False)
         if self.s.dkim:
             message = _sign(message, self.s.dkim)
-        try:
-            return _transaction(self.conn, sender, recipient, message, pipelining=self.s.pipelining)
-        except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError) as exc:
-            self.close()
-            return ("lost", f"{self.s.where}: connection lost while sending ({exc or 'disconnected'})")
+        # smtplib's own switch, as `sendmail` uses it: commands go out as UTF-8 under SMTPUTF8 only.
+        conn.command_encoding = "utf-8" if utf8 else "ascii"
+        commands = [f"MAIL FROM:<{mail_from}>{' SMTPUTF8' if utf8 else ''}", f"RCPT TO:<{rcpt_to}>", "DATA"]
+        if self.s.pipelining and conn.has_extn("pipelining"):
+            conn.send("".join(c + "\r\n" for c in commands))
+            replies = [conn.getreply() for _ in commands]
+        else:
+            replies = []
+            for command in commands:
+                replies.append(conn.docmd(command))
+                if replies[-1][0] not in (250, 251, 354):
+                    break
+        refused = _refusal(conn, replies)
+        if refused:
+            return refused
+        conn.send(_wire(message) + b".\r\n")
+        self.dot_sent = True
+        code, reply = conn.getreply()
+        if code != 250:
+            return _error(code, reply, "message refused")
+        return ("ok", f"{code} {_text(reply)}")
 
     def _connect(self) -> Outcome | None:
         s = self.s
-        context = ssl.create_default_context(cafile=s.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=s.ca_file)
+        except OSError as exc:
+            return ("fatal", f"{s.where}: cannot read ca_file {s.ca_file} ({exc.strerror or exc})")
         if not s.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if s.dkim:
+            import dkim.crypto
+
+            try:        # checked once here, not found out message by message
+                dkim.crypto.parse_pem_private_key(s.dkim[2].encode())
+            except dkim.crypto.UnparsableKeyError as exc:
+                return ("fatal", _text(f"{s.where}: the DKIM private key cannot be read ({exc}); check "
+                                       f"`dkim: private_key` of channel {s.channel}"))
         try:
             if s.security == "tls":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
@@ -98,6 +173,8 @@ class Session:
                              "server's certificate")
         except (OSError, smtplib.SMTPException) as exc:
             return ("fatal", f"{s.where}: cannot connect ({_describe(exc)})")
+        except Exception as exc:      # whatever it is, every message would meet it: stop the channel
+            return ("fatal", _text(f"{s.where}: cannot connect ({type(exc).__name__}: {exc})"))
         self.conn = conn
         return None
 
@@ -118,6 +195,8 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     # Ctrl-C reaches the whole process group: the publisher decides when to stop, and this
     # process finishes the message in hand, then ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Every outcome goes back in a frame and the publisher logs it: nothing on this stderr.
+    logging.getLogger().addHandler(logging.NullHandler())
     first = _read_frame(stdin)
     if first is None:
         return
@@ -148,35 +227,6 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
 
 
 read_frame = _read_frame
-
-
-def _transaction(conn: smtplib.SMTP, sender: str, recipient: str, message: bytes, *,
-                 pipelining: bool) -> Outcome:
-    """MAIL, RCPT, DATA for one message.
-
-    The protocol steps of `SMTP.sendmail`, with two differences a publisher needs. With ESMTP
-    PIPELINING (RFC 2920) the three commands go out in one write and their replies are read
-    together: two round trips per message instead of four. And the message, already CRLF-encoded,
-    is dot-stuffed with one bytes.replace; sendmail rescans every message with two regexes."""
-    options = " SMTPUTF8" if not (sender + recipient).isascii() and conn.has_extn("smtputf8") else ""
-    commands = [f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{recipient}>", "DATA"]
-    if pipelining and conn.has_extn("pipelining"):
-        conn.send("".join(c + "\r\n" for c in commands))
-        replies = [conn.getreply() for _ in commands]
-    else:
-        replies = []
-        for command in commands:
-            replies.append(conn.docmd(command))
-            if replies[-1][0] not in (250, 251, 354):
-                break
-    refused = _refusal(conn, replies)
-    if refused:
-        return refused
-    conn.send(_wire(message) + b".\r\n")
-    code, reply = conn.getreply()
-    if code != 250:
-        return _error(code, reply, "message refused")
-    return ("ok", f"{code} {_text(reply)}")
 
 
 def _refusal(conn: smtplib.SMTP, replies: list[tuple[int, bytes]]) -> Outcome | None:
@@ -222,12 +272,33 @@ def _sign(message: bytes, dkim_settings: tuple[str, str, str]) -> bytes:
     return signature.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") + message
 
 
+def _smtp_address(address: str) -> str:
+    """An address as the envelope carries it: the domain as its IDNA A-label (ASCII), the local
+    part as it is (non-ASCII needs SMTPUTF8)."""
+    if "\r" in address or "\n" in address:      # what smtplib's putcmd refuses; the pipelined path
+        raise ValueError("the address contains a line break")    # writes past putcmd
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    # IDNA 2008 (UTS 46), as email-validator checked the address when it was stored; the idna
+    # codec of the standard library is IDNA 2003, which maps "ß" to "ss": another domain.
+    import idna
+
+    return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+
+
+def _unanswered(where: str, exc: BaseException) -> Outcome:
+    return ("unknown", _text(f"{where}: no reply after the message was sent ({exc or type(exc).__name__}); "
+                             "the server may have accepted it: check, then `pipeline retry --unknown`"))
+
+
 def _error(code: int, reply: bytes | str, what: str) -> Outcome:
     return ("error", f"{what}: {code} {_text(reply)}", 400 <= code < 500)
 
 
 def _text(reply: bytes | str) -> str:
-    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).replace("\n", " ")
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import html
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+
+import idna
 
 from pipeline.models import Edition
 from pipeline.render.email import one_line
@@ -31,7 +34,7 @@ def build_message(edition: Edition, *, sender: str, to: str, values: dict[str, s
     msg = EmailMessage(policy=SMTP)
     msg["Subject"] = one_line(subject_prefix + edition.subject)
     msg["From"] = one_line(sender)
-    msg["To"] = one_line(to)
+    msg["To"] = one_line(_header_address(to))
     if reply_to:
         msg["Reply-To"] = one_line(reply_to)
     msg["Date"] = format_datetime(date)
@@ -82,7 +85,7 @@ class MessageTemplate:
 
     def render(self, *, to: str, values: dict[str, str], list_unsubscribe: str | None = None) -> bytes:
         """The complete message for one recipient."""
-        head = [self._head, b"To: ", _header_address(to), b"\r\nMessage-ID: ",
+        head = [self._head, b"To: ", _header_address(to).encode("utf-8"), b"\r\nMessage-ID: ",
                 message_id(self.edition_key, to, self.domain).encode(), b"\r\n"]
         if list_unsubscribe:
             head += [b"List-Unsubscribe: ", list_unsubscribe.replace(", ", ",\r\n ").encode(), b"\r\n"]
@@ -113,8 +116,14 @@ def _qp(text: str, *, soft_end: bool) -> bytes:
     return encoded
 
 
-def _header_address(address: str) -> bytes:
-    try:
-        return address.encode("ascii")
-    except UnicodeEncodeError:     # an internationalized address needs SMTPUTF8 anyway
-        return address.encode("utf-8")
+def _header_address(address: str) -> str:
+    """The address as a To: header carries it: an internationalized domain as its IDNA A-label,
+    so that a header with an ASCII local part stays ASCII and needs no SMTPUTF8; a non-ASCII local
+    part as UTF-8 (RFC 6532), which goes out only under SMTPUTF8 anyway."""
+    local, _, domain = address.rpartition("@")
+    if local.isascii() and not domain.isascii():
+        # IDNA 2008, as email-validator checked it. An address that fails here never went through
+        # validation; it is left as it is, and the SMTP session fails that one message.
+        with contextlib.suppress(idna.IDNAError):
+            return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    return address

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trustme
+from sqlalchemy import insert
 
 from pipeline.config import Config, load_config
 from pipeline.models import Status
+from pipeline.publish import retry
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
+from pipeline.store.schema import subscribers
 from tests.conftest import send_through
 from tests.smtp_sink import Sink, free_port, password_checker
 
@@ -27,8 +32,6 @@ def smtp_config(project: Path, port: int, **extra: object) -> Config:
     path.write_text(text + "\n" + "\n".join(["  newsletter:", "    type: smtp", *lines]) + "\n",
                     encoding="utf-8")
     return load_config(path)
-
-
 
 
 def add(config: Config, *addresses: str) -> None:
@@ -260,3 +263,143 @@ def test_dkim_signature_covers_both_list_unsubscribe_headers_and_verifies(projec
     assert dkim.verify(data, dnsfunc=dns)
     assert b"Reader 0" in data
     assert not dkim.verify(data.replace(b"Reader 0", b"Mallory!"), dnsfunc=dns)
+
+
+# -- internationalized addresses (#12) ---------------------------------------------------------
+
+@pytest.fixture
+def ascii_sink() -> Iterator[Sink]:
+    """A server that does not offer SMTPUTF8."""
+    server = Sink(enable_SMTPUTF8=False).start()
+    yield server
+    server.stop()
+
+
+def test_idn_domain_is_sent_as_punycode(project, ascii_sink):
+    sink = ascii_sink
+    config = smtp_config(project, sink.port)
+    add(config, "user@exämple.com", "ada@example.com")
+    report = send(config)
+    assert (report.sent, report.failed, report.error) == (2, 0, None)
+    # The subscriber is stored as email-validator normalizes it: the Unicode form.
+    assert statuses(config) == {"user@exämple.com": "sent", "ada@example.com": "sent"}
+    by_to = {r.rcpt_tos[0]: r for r in sink.received}
+    idn = by_to["user@xn--exmple-cua.com"]
+    assert "SMTPUTF8" not in idn.mail_options
+    msg = idn.message
+    assert msg["To"] == "user@xn--exmple-cua.com" and msg.defects == []
+    assert idn.data.split(b"\r\n\r\n", 1)[0].isascii()   # 7-bit headers: no SMTPUTF8 needed
+
+
+def test_non_ascii_local_part_uses_smtputf8_when_the_server_offers_it(project):
+    server = Sink(enable_SMTPUTF8=True).start()
+    try:
+        config = smtp_config(project, server.port)
+        add(config, "ü@example.com", "ada@example.com")
+        report = send(config)
+    finally:
+        server.stop()
+    assert (report.sent, report.failed, report.error) == (2, 0, None)
+    by_to = {r.rcpt_tos[0]: r for r in server.received}
+    assert "SMTPUTF8" in by_to["ü@example.com"].mail_options
+    assert "SMTPUTF8" not in by_to["ada@example.com"].mail_options     # only where it is needed
+    assert by_to["ü@example.com"].message["To"] == "ü@example.com"
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_non_ascii_local_part_without_smtputf8_fails_alone(project, ascii_sink, processes):
+    sink = ascii_sink
+    config = smtp_config(project, sink.port, connections=1, processes=str(processes).lower())
+    add(config, "ada@example.com", "ü@example.com", "zed@example.com")
+    report = send(config)
+    assert (report.sent, report.failed, report.unknown, report.error) == (2, 1, 0, None)
+    assert statuses(config) == {"ada@example.com": "sent", "ü@example.com": "failed",
+                                "zed@example.com": "sent"}
+    [row] = Ledger(engine_for(config)).rows(channel="newsletter", status=Status.FAILED)
+    assert "SMTPUTF8" in (row.last_error or "") and "\n" not in (row.last_error or "")
+    # The same connection (worker) went on: a later publish does not stop on the address either.
+    add(config, "new@example.com")
+    again = send(config)
+    assert (again.sent, again.error) == (1, None)
+    retried = retry(config, failed=True, channels=["newsletter"])
+    assert [(r.sent, r.failed, r.error) for r in retried] == [(0, 1, None)]
+    assert sink.recipients() == {"ada@example.com": 1, "zed@example.com": 1, "new@example.com": 1}
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_unexpected_error_for_one_recipient_fails_that_message_only(project, sink, processes):
+    config = smtp_config(project, sink.port, connections=1, processes=str(processes).lower())
+    add(config, "ada@example.com", "zed@example.com")
+    # Broken state: a row written around the validation (by hand, or by an older version), whose
+    # domain no IDNA encoder accepts.
+    with engine_for(config).begin() as conn:
+        now = datetime.now(UTC)
+        conn.execute(insert(subscribers).values(
+            uid="0" * 32, email="bob@exa☃mple.com", email_key="bob@exa☃mple.com", name="Bob", tags="",
+            status="active", created_at=now, updated_at=now))
+    report = send(config)
+    assert (report.sent, report.failed, report.error) == (2, 1, None)
+    assert statuses(config)["bob@exa☃mple.com"] == "failed"
+    [row] = Ledger(engine_for(config)).rows(channel="newsletter", status=Status.FAILED)
+    assert "bob@exa☃mple.com" in (row.last_error or "") and "\n" not in (row.last_error or "")
+
+
+# -- a lost reply after the end-of-data dot (#12) ----------------------------------------------
+
+@pytest.mark.parametrize("fault", ["silent_after_data", "close_after_data"])
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_lost_reply_after_the_dot_is_unknown_and_never_resent(project, sink, fault, processes):
+    config = smtp_config(project, sink.port, connections=1, timeout=0.5, processes=str(processes).lower())
+    add(config, "ada@example.com", "bob@example.org", "zed@example.com")
+    getattr(sink.behaviour, fault).add("bob@example.org")
+    report = send(config)
+    assert (report.sent, report.unknown, report.failed, report.error) == (2, 1, 0, None)
+    assert statuses(config) == {"ada@example.com": "sent", "bob@example.org": "unknown",
+                                "zed@example.com": "sent"}
+    [row] = Ledger(engine_for(config)).rows(channel="newsletter", status=Status.UNKNOWN)
+    assert "retry --unknown" in (row.last_error or "") and "\n" not in (row.last_error or "")
+    retry(config, failed=True, channels=["newsletter"])
+    send(config)
+    assert statuses(config)["bob@example.org"] == "unknown"
+    assert sink.recipients() == {"ada@example.com": 1, "bob@example.org": 1, "zed@example.com": 1}
+
+
+def test_stall_before_the_data_reply_stays_retryable(project, sink):
+    config = smtp_config(project, sink.port, connections=1, timeout=0.5)
+    add(config, "ada@example.com", "bob@example.org")
+    sink.behaviour.stall_rcpt["bob@example.org"] = 3          # 1 + retries: 2, all unanswered
+    report = send(config)
+    assert (report.sent, report.failed, report.unknown) == (1, 1, 0)
+    assert sink.stalls["bob@example.org"] == 3
+    [row] = Ledger(engine_for(config)).rows(channel="newsletter", status=Status.FAILED)
+    assert "connection lost" in (row.last_error or "")
+    [again] = retry(config, failed=True, channels=["newsletter"])
+    assert (again.sent, again.failed) == (1, 0)
+    assert sink.recipients() == {"ada@example.com": 1, "bob@example.org": 1}
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_unreadable_dkim_key_stops_the_channel_with_one_line(project, sink, monkeypatch, processes):
+    # Checked once when connecting: otherwise every message would fail (or end the worker) on it.
+    monkeypatch.setenv("DKIM_PRIVATE_KEY", "not a key")
+    config = smtp_config(project, sink.port, processes=str(processes).lower(),
+                         dkim="{domain: example.com, selector: news, private_key: '${DKIM_PRIVATE_KEY}'}")
+    add(config, "ada@example.com", "bob@example.org")
+    report = send(config)
+    assert report.error is not None and "\n" not in report.error
+    assert "the DKIM private key cannot be read" in report.error
+    assert set(statuses(config).values()) == {"pending"}
+    assert sink.received == []
+
+
+def test_channel_from_is_one_address(project, run_cli):
+    """#12: a channel's `from:` with a line break is a config error naming the key, never a header."""
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        "outbox: {type: outbox, path: out/outbox}",
+        "outbox: {type: outbox, path: out/outbox}\n"
+        '  mail: {type: smtp, host: 127.0.0.1, from: "a@example.com\\r\\nBcc: all@example.com"}'),
+        encoding="utf-8")
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert any("channels.mail.from: must be a single line" in line for line in result.stderr.splitlines())
