@@ -125,15 +125,20 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
 
 
 def _serve_preview(config: Config, host: str, port: int) -> None:
+    import socket
+
     import uvicorn
 
-    from pipeline.web.preview_page import create_preview_app
+    from pipeline.web.preview_page import create_preview_app, is_loopback
 
     app = create_preview_app(config.root / Path(config.source).name, host=host)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"Preview page on http://{shown}:{port}/ (Ctrl-C to stop)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        say("warning", f"listening on {host}: anyone who can reach it can see unsent posts and send tests")
+    if not is_loopback(host.strip("[]").lower()):
+        # The page answers this machine's names and addresses (OwnHosts): say so, and how to reach it.
+        say("warning", f"listening on {host}: anyone who can reach this machine (http://{socket.gethostname()}:"
+                       f"{port}/ or one of its addresses) can see unsent posts and send tests; "
+                       "other host names are refused")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -481,12 +486,13 @@ def serve(obj: _Context, host: str, port: int) -> None:
     Example:
       pipeline serve --host 127.0.0.1 --port 8080
     """
-    import uvicorn
+    from pipeline.web.unsubscribe import build_server
 
-    from pipeline.web.unsubscribe import create_app
-
+    server = build_server(obj.config, host=host, port=port)
+    # The request log (tokens replaced by uids) is at INFO, in place of uvicorn's access log.
+    logging.getLogger("pipeline").setLevel(min(logging.INFO, logging.getLogger().level))
     out.print(f"Serving unsubscribe endpoints on http://{host}:{port}/unsubscribe/…")
-    uvicorn.run(create_app(obj.config), host=host, port=port, log_level="info")
+    server.run()
 
 
 @cli.command(short_help="Run the timetable (daemon or --once).")

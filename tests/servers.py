@@ -36,12 +36,17 @@ class AppServers:
 
     def start(self, app: Any) -> str:
         """Serve `app` (it must answer GET /healthz) and return its base URL."""
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        return self.run(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
+                                                      log_level="warning")))
+
+    def run(self, server: uvicorn.Server) -> str:
+        """Run a server built the way a command builds it (on its config's loopback host and port;
+        its app must answer GET /healthz) and return its base URL."""
+        assert server.config.host.startswith("127."), "tests serve on loopback only"
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         self.running.append((server, thread))
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://{server.config.host}:{server.config.port}"
         wait_healthy(base, thread.is_alive)
         return base
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import PREVIEW_NOW, ROOT, SEED_SLUG
-from tests.servers import wait_healthy
+from tests.servers import AppServers, wait_healthy
 from tests.smtp_sink import free_port
 
 
@@ -119,6 +122,47 @@ def test_other_host_names_are_refused(preview_server):
     base = preview_server()
     assert httpx.get(f"{base}/", headers={"Host": "attacker.example"}).status_code == 400
     assert httpx.get(f"{base}/", headers={"Host": "localhost"}).status_code == 200
+
+
+@pytest.fixture
+def wildcard_preview(project: Path) -> Iterator[str]:
+    """The preview app as `pipeline preview --serve --host 0.0.0.0` builds it, served (for the
+    test) on 127.0.0.1 only; its base URL."""
+    from pipeline.web.preview_page import create_preview_app
+
+    servers = AppServers()
+    yield servers.start(create_preview_app(project / "config.yaml", host="0.0.0.0", now=PREVIEW_NOW))
+    servers.stop()
+
+
+def test_host_0_0_0_0_answers_the_machines_own_names_and_addresses(wildcard_preview):
+    """Served on every interface, the page answers the names and addresses of this machine (what
+    someone on the network types) and still refuses other names (DNS rebinding)."""
+    base = wildcard_preview
+    port = base.rsplit(":", 1)[1]
+    hostname = socket.gethostname()
+    accepted = ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", hostname, hostname.upper(),
+                f"{hostname.split('.')[0]}.local"]
+    if sys.platform.startswith("linux"):
+        accepted.append("127.0.0.2")            # all of 127/8 is this machine's on Linux
+    for host in accepted:
+        for value in (f"{host}:{port}", host):
+            assert httpx.get(f"{base}/healthz", headers={"Host": value}).status_code == 200, value
+    assert SEED_SLUG in httpx.get(f"{base}/", headers={"Host": f"{hostname}:{port}"}).text
+    refused = ["evil.example", f"evil.example:{port}", f"{hostname}.evil.example:{port}",
+               f"{hostname}evil:{port}", f"192.0.2.1:{port}", f"[2001:db8::1]:{port}", "", "[::1",
+               f"localhost:{port}:{port}", "224.0.0.1"]
+    for value in refused:
+        assert httpx.get(f"{base}/healthz", headers={"Host": value}).status_code == 400, value
+
+
+def test_default_host_answers_loopback_names_only(preview_server):
+    base = preview_server()
+    port = base.rsplit(":", 1)[1]
+    for value in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert httpx.get(f"{base}/healthz", headers={"Host": value}).status_code == 200, value
+    for value in (f"{socket.gethostname()}:{port}", f"0.0.0.0:{port}", f"192.0.2.1:{port}"):
+        assert httpx.get(f"{base}/healthz", headers={"Host": value}).status_code == 400, value
 
 
 def test_send_test_needs_the_page_token(preview_server, project):

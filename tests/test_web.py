@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import itertools
+import logging
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.config import Config, load_config
+from pipeline.config import load_config
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
-from pipeline.web.unsubscribe import create_app
+from pipeline.web.unsubscribe import build_server
 from tests.servers import AppServers, wait_healthy
 from tests.smtp_sink import free_port
 
@@ -24,10 +30,11 @@ ADA, BOB = "ada@example.com", "bob@example.com"
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Config], str]]:
-    """serve(config) -> base URL of a real uvicorn server running create_app(config) in a thread."""
+def serve() -> Iterator[Callable[..., str]]:
+    """serve(config, **options) -> base URL of the server `pipeline serve` runs (build_server),
+    in a thread on a free loopback port."""
     servers = AppServers()
-    yield lambda config: servers.start(create_app(config))
+    yield lambda config, **options: servers.run(build_server(config, port=free_port(), **options))
     servers.stop()
 
 
@@ -231,10 +238,12 @@ def test_pages_never_contain_the_secret(client, tokens, secret):
 
 # -- `pipeline serve` ---------------------------------------------------------------------------
 
-def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
+@contextlib.contextmanager
+def _pipeline_serve(project: Path, log: Path) -> Iterator[httpx.Client]:
+    """`pipeline serve` in a subprocess on a free port, its stdout and stderr in `log`; a client
+    for it while it runs, then the process is stopped."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
                                  "serve", "--port", str(port)],
@@ -243,10 +252,7 @@ def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
     try:
         wait_healthy(base, lambda: proc.poll() is None)
         with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as c:
-            response = _post_one_click(c, tokens[ADA])
-        assert response.status_code == 200
-        assert "location" not in response.headers
-        assert _statuses(engine) == {ADA: "unsubscribed", BOB: "active"}
+            yield c
     finally:
         proc.terminate()
         try:
@@ -254,7 +260,146 @@ def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_pipeline_serve_one_click(project, engine, tokens, tmp_path):
+    log = tmp_path / "serve.log"
+    with _pipeline_serve(project, log) as c:
+        response = _post_one_click(c, tokens[ADA])
+        base = str(c.base_url).rstrip("/")
+    assert response.status_code == 200
+    assert "location" not in response.headers
+    assert _statuses(engine) == {ADA: "unsubscribed", BOB: "active"}
     output = log.read_text(encoding="utf-8", errors="replace")
-    assert f"127.0.0.1:{port}" in output
+    assert base.removeprefix("http://") in output
     assert "Traceback" not in output
     assert ADA not in output          # the log names the uid, never the address
+
+
+# -- hardening: headers, logs, slow clients (#12) ----------------------------------------------
+
+SECURITY_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+CSP = {"default-src 'none'", "style-src 'unsafe-inline'", "form-action 'self'", "frame-ancestors 'none'",
+       "base-uri 'none'"}
+
+
+def _csp(response: httpx.Response) -> set[str]:
+    return {d.strip() for d in response.headers.get("content-security-policy", "").split(";") if d.strip()}
+
+
+def test_every_response_forbids_framing_sniffing_and_referrers(client, engine, tokens):
+    """The page names the address and its URL holds the token: no frames (clickjacking the button),
+    no Referer, no sniffing, no content but its own inline style and a form posting to itself;
+    on error pages too."""
+    responses = {
+        "page": client.get(f"/unsubscribe/{tokens[ADA]}"),
+        "malformed": client.get("/unsubscribe/abc"),
+        "forged": client.get(f"/unsubscribe/{_forge(tokens[ADA])}"),
+        "no route": client.get(f"/unsubscribe/{tokens[ADA]}/more"),
+        "wrong method": client.put(f"/unsubscribe/{tokens[ADA]}"),
+        "bad body": client.post(f"/unsubscribe/{tokens[ADA]}", content=b"", headers=FORM_TYPE),
+        "one-click": _post_one_click(client, tokens[ADA]),
+    }
+    assert {name: r.status_code for name, r in responses.items()} == {
+        "page": 200, "malformed": 400, "forged": 404, "no route": 404, "wrong method": 405,
+        "bad body": 400, "one-click": 200}
+    for name, response in responses.items():
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get_list(header) == [value], (name, header)
+        assert _csp(response) == CSP, name
+    assert _statuses(engine) == {ADA: "unsubscribed", BOB: "active"}
+
+
+def test_pipeline_serve_logs_requests_without_tokens(project, engine, people, tokens, tmp_path):
+    """The token in a path unsubscribes its holder: the log shows the subscriber's uid (a valid
+    token) or a placeholder instead, never the token."""
+    log = tmp_path / "serve.log"
+    forged = _forge(tokens[BOB])
+    with _pipeline_serve(project, log) as c:
+        assert c.get(f"/unsubscribe/{tokens[ADA]}").status_code == 200
+        assert _post_one_click(c, tokens[ADA]).status_code == 200
+        assert c.get(f"/unsubscribe/{forged}").status_code == 404
+        assert c.get(f"/unsubscribe/{tokens[BOB]}/more").status_code == 404
+        assert c.get(f"/unsubscribe/{tokens[BOB]}%0Afake%20line").status_code == 404
+        assert c.get("/elsewhere%0Afake%20line").status_code == 404
+        assert c.get(f"/unsubscribe/{tokens[BOB][:50]}%2F{tokens[BOB][50:]}").status_code == 404
+        assert c.get(f"/x/{tokens[BOB]}").status_code == 404
+    assert _statuses(engine) == {ADA: "unsubscribed", BOB: "active"}
+    output = log.read_text(encoding="utf-8", errors="replace")
+    for token in (tokens[ADA], tokens[BOB], forged):
+        mac = token.split(".")[1]
+        for part in (mac[:12], mac[12:24], mac[-12:]):        # no piece of a MAC either
+            assert part not in output, part
+    lines = output.splitlines()
+    uid = people[ADA].uid
+    assert any(f'"GET /unsubscribe/<token of {uid}> HTTP/1.1" 200' in line for line in lines), output
+    assert any(f'"POST /unsubscribe/<token of {uid}> HTTP/1.1" 200' in line for line in lines), output
+    assert sum('"GET /unsubscribe/<token> HTTP/1.1" 404' in line for line in lines) == 4, output
+    assert any('"GET /x/<token> HTTP/1.1" 404' in line for line in lines), output
+    assert not any(line.startswith("fake line") for line in lines)
+    assert any('"GET /elsewhere\\nfake line HTTP/1.1" 404' in line for line in lines), output
+    assert ADA not in output and BOB not in output
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes `sock` (sending `trickle` a byte every 0.2 s meanwhile);
+    fails if it is still open after `seconds`."""
+    start = time.monotonic()
+    drip = itertools.cycle(trickle)
+    while time.monotonic() - start < seconds:
+        try:
+            if trickle:
+                sock.sendall(bytes([next(drip)]))
+            sock.settimeout(0.2)
+            if sock.recv(1024) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - start
+    pytest.fail(f"the server kept a connection without a complete request open for {seconds}s")
+
+
+@pytest.mark.parametrize("sent, trickle", [
+    (b"", b""),
+    (b"GET /unsubscribe/TOKEN HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),
+    (b"POST /unsubscribe/TOKEN HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+     b"Content-Type: application/x-www-form-urlencoded\r\n\r\nList-Unsub", b""),
+    (b"GET /unsubscribe/TOKEN HTTP/1.1\r\n", b"X-Slow: abcdef\r\n"),
+], ids=["nothing", "half-headers", "half-body", "one-byte-at-a-time"])
+def test_connections_without_a_complete_request_are_closed(serve, config, engine, tokens, caplog, sent,
+                                                          trickle):
+    """Slowloris: a request (line, headers and body) must arrive within the deadline of the
+    connection opening; more bytes do not extend it."""
+    caplog.set_level(logging.INFO, logger="pipeline.web.unsubscribe")
+    base = serve(config, request_timeout=1)
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(sent.replace(b"TOKEN", tokens[ADA].encode()))
+        elapsed = _closed_within(sock, 10, trickle)
+    assert 0.5 < elapsed < 10
+    assert httpx.get(f"{base}/healthz").text == "ok"        # the server itself is fine
+    assert _statuses(engine) == {ADA: "active", BOB: "active"}
+    assert "no whole request within 1s" in caplog.text
+
+
+def test_the_deadline_leaves_prompt_keep_alive_requests_alone(serve, config, tokens):
+    """Each request on a kept-alive connection has its own deadline, from the previous answer:
+    four requests 0.4 s apart on one connection (1.6 s in all, deadline 1 s) are all answered."""
+    base = serve(config, request_timeout=1)
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+    try:
+        sockets = []
+        for _ in range(4):
+            conn.request("GET", f"/unsubscribe/{tokens[ADA]}")
+            response = conn.getresponse()
+            assert response.status == 200 and ADA in response.read().decode()
+            sockets.append(conn.sock)
+            time.sleep(0.4)
+        assert sockets[0] is not None and sockets == [sockets[0]] * 4     # one connection throughout
+    finally:
+        conn.close()

@@ -6,17 +6,21 @@ front-end build. Posts, templates and config.yaml are re-read whenever a file un
 change; the page also polls `/api/version` and reloads itself. A post that fails to render shows
 its error; the others are unaffected.
 
-The server binds to 127.0.0.1 by default and answers only requests addressed to the host it was
-started on (a DNS-rebinding page cannot reach it); "Send test" needs the page's form token (a page
-on another site cannot post it).
+The server binds to 127.0.0.1 by default and answers only requests whose Host header names this
+machine: the loopback names, and with a `--host` beyond loopback also the machine's host name and
+its own addresses (a DNS-rebinding page, whose requests carry its own name, gets nothing); "Send
+test" needs the page's form token (a page on another site cannot post it).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import logging
+import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +36,10 @@ from slugify import slugify
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.channels.devto import article
 from pipeline.config import Config, load_config
@@ -154,11 +158,10 @@ def _stat(path: Path) -> str:
 def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
                        now: datetime | None = None) -> Starlette:
     """The preview app for the project whose config is at `config_path`. `host`: the address
-    served, allowed in the Host header besides localhost."""
+    served (`--host`); see `OwnHosts` for the Host headers answered."""
     workspace = Workspace(Path(config_path).resolve())
     token = secrets.token_urlsafe(24)
     pages = _Pages(workspace, token, now)
-    hosts = ["127.0.0.1", "localhost", "[::1]", "::1", host]
     return Starlette(routes=[
         Route("/", pages.index, methods=["GET"]),
         Route("/posts/{slug}", pages.post, methods=["GET"]),
@@ -170,7 +173,83 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
         Route("/digests/{entry}/{channel}/send-test", pages.digest_send_test, methods=["POST"]),
         Route("/api/version", pages.version, methods=["GET"]),
         Route("/healthz", lambda _: PlainTextResponse("ok"), methods=["GET"]),
-    ], middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+    ], middleware=[Middleware(OwnHosts, host=host)])
+
+
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port.
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::[0-9]{1,5})?")
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class OwnHosts:
+    """ASGI middleware answering only requests whose Host header names this machine; others get
+    400. A page that rebinds its own name to this machine (DNS rebinding) sends that name, so it
+    gets nothing; an address typed in a browser (an IP literal) cannot be rebound.
+
+    Served on loopback (`host` 127.0.0.1, the default): the loopback names only. Served beyond it
+    (0.0.0.0, ::, a LAN address or name): also `host` itself, the machine's host name (as
+    `socket.gethostname()` gives it, its first label, and that label under `.local`, mDNS), and any
+    address of the machine's interfaces. Addresses are checked when asked, so one the machine
+    gets later (DHCP, a VPN) works without a restart.
+
+    Starlette's TrustedHostMiddleware takes a fixed list of names, which cannot say "an address of
+    this machine"; hence this one.
+    """
+
+    def __init__(self, app: ASGIApp, host: str) -> None:
+        self.app = app
+        bound = host.strip("[]").lower()
+        self.names = set(LOOPBACK_NAMES) | {bound}
+        self.beyond_loopback = not is_loopback(bound)
+        if self.beyond_loopback:
+            name = socket.gethostname().lower().rstrip(".")
+            short = name.split(".")[0]
+            self.names |= {name, short, f"{short}.local"} if short else set()
+
+    def allowed(self, header: str) -> bool:
+        """Whether a Host header (with or without a port) names this machine."""
+        match = _HOST_HEADER.fullmatch(header)
+        if match is None:
+            return False
+        name = (match["v6"] or match["name"]).lower()
+        name = name[:-1] if name.endswith(".") else name         # "localhost." is the same name
+        return name in self.names or (self.beyond_loopback and _own_address(name))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            if not self.allowed(header.decode("latin-1")):
+                await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name, IPv6 without brackets) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False                                    # a name: the machine's, on the network
+
+
+def _own_address(name: str) -> bool:
+    """Whether `name` is an IP address of this machine: the system lets a socket bind only to
+    those (a bind sends nothing). The unspecified and multicast addresses bind anywhere: refused."""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if ip.is_unspecified or ip.is_multicast:
+        return False
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
 
 
 class _Pages:
