@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import jinja2
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.intake.sources import load_all
 from pipeline.models import Problem
 from pipeline.preview import render_posts
 from pipeline.render.email import environment
@@ -42,5 +45,9 @@ def check_channels(config: Config) -> list[Problem]:
 
 
 def check_all(config: Config) -> list[Problem]:
-    """Every problem in the channels, the templates and the posts (rendering each post fully)."""
-    return [*check_channels(config), *check_templates(config), *render_posts(config).problems]
+    """Every problem in the channels, the templates and the articles, rendering each fully: the
+    posts and the feed entries stored (settled or not; read from the state database, no network),
+    so that a slug or canonical URL one of each share is found too."""
+    articles = load_all(config, now=datetime.max.replace(tzinfo=UTC))
+    return [*check_channels(config), *check_templates(config),
+            *render_posts(config, loaded=articles).problems]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -394,7 +395,8 @@ def _describe(exc: ValidationError, cfg: Path, lines: Mapping[tuple[str | int, .
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{msg} (got {err['input']!r})"
+            got = err["input"]
+            msg = f"{msg} (got {got.isoformat() if isinstance(got, date) else repr(got)})"
         if entry and repr(entry) not in msg:
             msg = f"entry {entry!r}: {msg}"
         out.append(f"{_where(cfg, lines, loc)}: {msg}")

@@ -12,10 +12,12 @@ class ConfigError(PipelineError):
 
 
 class PostError(PipelineError):
-    """One post cannot be loaded or rendered; the others go on."""
+    """One post cannot be loaded or rendered; the others go on. `reasons`: every problem found in
+    it, so that one pass over the file shows them all."""
 
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path: str, message: str, *more: str) -> None:
+        self.reasons = (message, *more)
+        super().__init__("\n".join(f"{path}: {m}" for m in self.reasons))
         self.path = path
         self.reason = message
 

@@ -1,18 +1,24 @@
 """A real HTTP server for feed tests (pytest-httpserver, on a free loopback port) that serves feed
 documents, honours conditional GET (ETag / Last-Modified -> 304) and records each request's
-headers; plus builders for small RSS documents and a config with feed sources."""
+headers; a server that drips its answer a byte at a time; a network (resolver and connector)
+the tests control; plus builders for small RSS documents and a config with feed sources."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-from dataclasses import dataclass
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+import httpcore
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -76,6 +82,93 @@ class FeedServer:
                 or (doc.last_modified and request.headers.get("If-Modified-Since") == doc.last_modified)):
             return Response(status=304, headers=validators)
         return Response(doc.body, status=200, content_type=doc.content_type, headers=validators)
+
+
+class DripServer:
+    """A loopback HTTP server that answers 200 with a Content-Length, then sends the body one byte
+    every `interval` seconds: a peer slow enough to hold a reader whose timeout is per read. It
+    gives up after `limit` seconds (so a reader without a total deadline is not held forever)."""
+
+    def __init__(self, body: bytes, *, interval: float = 0.05, limit: float = 20) -> None:
+        self.body, self.interval, self.limit = body, interval, limit
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/feed.xml"
+
+    def __enter__(self) -> DripServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:             # the accept timed out, or the listener was closed
+                continue
+            with conn:
+                self._drip(conn)
+
+    def _drip(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        request = b""
+        try:
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {RSS_TYPE}\r\n"
+                         f"Content-Length: {len(self.body)}\r\n\r\n".encode())
+            give_up = time.monotonic() + self.limit
+            for byte in self.body:
+                if self._stop.wait(self.interval) or time.monotonic() > give_up:
+                    return
+                conn.sendall(bytes([byte]))
+        except OSError:                 # the reader gave up and closed the connection
+            return
+
+
+@dataclass
+class Network:
+    """A resolver and a connector for `pipeline.intake.feeds` (`resolve`, `connect`) that the test
+    controls, so a feed can live at a public-looking name without any traffic leaving 127.0.0.0/8:
+    `names` maps a host name to its addresses (an IP literal resolves to itself), `routes` maps a
+    public-looking address to the loopback address that stands in for it, `connected` records
+    every (address, port) connected to, and `rebind` gives a name changing answers (DNS
+    rebinding). A connection to any other address is refused without a packet sent."""
+
+    names: dict[str, list[str]] = field(default_factory=dict)
+    routes: dict[str, tuple[str, int]] = field(default_factory=dict)
+    connected: list[tuple[str, int]] = field(default_factory=list)
+    rebind: dict[str, list[list[str]]] = field(default_factory=dict)   # one answer per lookup, then `names`
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        try:
+            ipaddress.ip_address(host)
+            return [host]                   # as getaddrinfo does
+        except ValueError:
+            pass
+        if self.rebind.get(host):
+            return self.rebind[host].pop(0)
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, f"test network: no such host {host!r}")
+        return self.names[host]
+
+    def connect(self, address: str, port: int, timeout: float | None) -> httpcore.NetworkStream:
+        self.connected.append((address, port))
+        target = self.routes.get(address)
+        if target is None and ipaddress.ip_address(address) in ipaddress.ip_network("127.0.0.0/8"):
+            target = (address, port)
+        if target is None:
+            raise httpcore.ConnectError(f"test network: no route to {address}")
+        return httpcore.SyncBackend().connect_tcp(*target, timeout=timeout)
 
 
 def item(key: str, *, title: str | None = None, date: datetime | None = None, body: str | None = None,

@@ -300,13 +300,21 @@ def test_a_channel_setting_from_the_environment_is_never_quoted(project, monkeyp
 
 
 def test_the_preview_page_never_shows_a_secret_from_a_bad_config(project, monkeypatch):
-    from starlette.testclient import TestClient
+    import asyncio
+
+    import httpx
 
     from pipeline.web.preview_page import create_preview_app
 
     monkeypatch.setenv("PIPELINE_TEST_TZ", SECRET)
     cfg, _ = _edit(project, "timezone: America/New_York", 'timezone: "${PIPELINE_TEST_TZ}"')
-    page = TestClient(create_preview_app(cfg), base_url="http://127.0.0.1").get("/")
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_preview_app(cfg))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.get("/")
+
+    page = asyncio.run(get())
     assert "${PIPELINE_TEST_TZ}" in page.text and SECRET not in page.text
 
 

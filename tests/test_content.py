@@ -3,6 +3,7 @@ canonical URLs, tags, sanitized HTML, and the seed post."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -102,6 +103,27 @@ def test_impossible_unquoted_date_is_not_a_date(config, write_post):
     assert "not a date" in line
 
 
+@pytest.mark.parametrize(("front_matter", "shown"), [
+    ("date: 0001-01-01", "'date' is 0001-01-01"),
+    ('date: "0001-01-01T00:00:00+05:00"', "'date' is 0001-01-01T00:00:00+05:00"),
+    ("date: 9999-12-31T23:59:00-05:00", "'date' is 9999-12-31T23:59:00-05:00"),
+    ("date: 2300-01-01", "'date' is 2300-01-01"),
+    ("date: 1969-12-31T23:00:00Z", "'date' is 1969-12-31T23:00:00Z"),
+    ("date: 99999-01-01", "'date' is 99999-01-01"),         # a year `datetime` cannot hold
+    ("date: 0000-01-01", "'date' is 0000-01-01"),
+    ("date: !!timestamp 0001-01-01", "'date' is 0001-01-01"),   # YAML builds a date object
+    ("date: !!timestamp 0001-01-01T00:00:00+05:00", "'date' is 0001-01-01T00:00:00+05:00"),
+    ("date: 2024-01-01\npublish_at: 0001-01-01T00:00:00+05:00",
+     "'publish_at' is 0001-01-01T00:00:00+05:00"),
+    ("date: 2024-01-01\npublish_at: 99999-01-01T09:00:00-05:00",
+     "'publish_at' is 99999-01-01T09:00:00-05:00"),
+])
+def test_date_outside_1970_to_2200_is_one_line_naming_the_field(config, write_post, front_matter, shown):
+    write_post("bad.md", f"---\ntitle: T\n{front_matter}\n---\n\nBody.\n")
+    line = _only_problem(load_posts(config), "bad.md")
+    assert line == f"posts/bad.md: front matter: {shown}, outside 1970-2200"
+
+
 def test_missing_date(config, write_post):
     write_post("bad.md", "---\ntitle: T\n---\n\nBody.\n")
     line = _only_problem(load_posts(config), "bad.md")
@@ -192,6 +214,30 @@ def test_explicit_canonical_url_is_kept(config, write_post):
     write_post("hello.md", "---\ntitle: T\ndate: 2024-01-01\n"
                            "canonical_url: https://medium.com/@rtr/hello-123\n---\n\nBody.\n")
     assert _post(load_posts(config), "hello").canonical_url == "https://medium.com/@rtr/hello-123"
+
+
+@pytest.mark.parametrize("field", ["image", "canonical_url"])
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", '" JaVaScRiPt:alert(1)"', '"java\\tscript:alert(1)"', "vbscript:msgbox(1)",
+    "data:image/png;base64,iVBORw0KGgo=", '"data:text/html,<script>alert(1)</script>"',
+    "file:///etc/passwd", "ftp://example.com/a.jpg", "mailto:team@example.com"])
+def test_front_matter_url_with_another_scheme_is_one_line_naming_the_field(config, write_post, field,
+                                                                           url):
+    write_post("bad.md", f"---\ntitle: T\ndate: 2024-01-01\n{field}: {url}\n---\n\nBody.\n")
+    line = _only_problem(load_posts(config), "bad.md")
+    assert line.startswith(f"posts/bad.md: front matter: {field!r} is ")
+    assert "http(s) URL" in line
+
+
+def test_front_matter_image_on_the_site_or_elsewhere_is_an_absolute_http_url(config, write_post):
+    write_post("a.md", "---\ntitle: T\ndate: 2024-01-01\nimage: /images/a.jpg\n---\n\nBody.\n")
+    write_post("b.md", "---\ntitle: T\ndate: 2024-01-01\nimage: //cdn.example.com/b.jpg\n---\n\nB.\n")
+    write_post("c.md", "---\ntitle: T\ndate: 2024-01-01\nimage: HTTPS://cdn.example.com/c.jpg\n---\n\nC.\n")
+    result = load_posts(config)
+    assert result.problems == ()
+    assert _post(result, "a").image == f"{SITE}/images/a.jpg"
+    assert _post(result, "b").image == "https://cdn.example.com/b.jpg"
+    assert _post(result, "c").image == "https://cdn.example.com/c.jpg"
 
 
 def test_date_only_is_midnight_in_config_timezone(config, write_post):
@@ -297,6 +343,28 @@ def test_javascript_href_is_removed():
     assert "<a>y</a>" in html
 
 
+@pytest.mark.parametrize("html", [
+    '<a href="javascript:alert(1)">x</a>', '<a href=" JaVaScRiPt:alert(1)">x</a>',
+    '<a href="java&#x09;script:alert(1)">x</a>', '<a href="&#106;avascript:alert(1)">x</a>',
+    '<a href="\u00a0javascript:alert(1)">x</a>', '<a href="\u2003JaVaScRiPt:alert(1)">x</a>',
+    '<a href="&nbsp;javascript:alert(1)">x</a>', '<a href="vbscript:msgbox(1)">x</a>',
+    '<img src="data:image/png;base64,AAAA" alt="x">', '<img src="\u00a0data:image/png;base64,AAAA" alt="x">',
+    '<a href="file:///etc/passwd">x</a>', '<a href="jav\nascript:alert(1)">x</a>',
+    "[x](javascript:alert(1))", "[x](<\u00a0javascript:alert(1)>)", "![x](data:image/png;base64,AAAA)",
+])
+def test_hostile_href_or_src_never_survives(html):
+    out = markdown_to_html(html + "\n", base=BASE)
+    for scheme in ("javascript:", "vbscript:", "data:", "file:"):
+        assert f'="{scheme}' not in out.lower().replace("&nbsp;", "").replace("\u00a0", "")
+    assert all(u.startswith(("https://", "http://", "mailto:"))
+               for u in re.findall(r'(?:href|src)="([^"]*)"', out)), out
+
+
+def test_protocol_relative_link_becomes_https():
+    html = markdown_to_html('<a href="//example.org/x">x</a>\n', base=BASE)
+    assert 'href="https://example.org/x"' in html
+
+
 def test_javascript_markdown_link_is_not_a_link():
     html = markdown_to_html("[x](javascript:alert(1))\n", base=BASE)
     assert "href" not in html
@@ -371,3 +439,44 @@ def test_shipped_posts_load_without_problems(config):
     result = load_posts(config)
     assert {p.slug for p in result.posts} == SHIPPED_SLUGS
     assert result.problems == ()
+
+
+# -- every problem of a post at once (#12) ------------------------------------------------------
+
+def test_every_problem_of_a_post_is_reported_in_one_pass(config, write_post, run_cli, project):
+    write_post("many.md", """
+        ---
+        date: 2020-13-01
+        publish_at: 0001-01-01
+        tags: {not: a list}
+        image: "javascript:alert(1)"
+        colour: blue-ish
+        ---
+        """)
+    result = load_posts(config)
+    messages = [p.message for p in result.problems if p.where == "posts/many.md"]
+    assert len(messages) == 5, messages
+    assert any("'date' is '2020-13-01', not a date" in m for m in messages)
+    assert any("'publish_at' is 0001-01-01, outside 1970-2200" in m for m in messages)
+    assert any("'title' is missing" in m for m in messages)
+    assert any(m.startswith("front matter: 'tags'") for m in messages)
+    assert any(m.startswith("empty body") for m in messages)
+    cli = run_cli("check", cwd=project)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert len([line for line in cli.stderr.splitlines() if "posts/many.md" in line]) == 5
+
+
+def test_every_url_problem_of_a_post_is_reported_in_one_pass(config, write_post):
+    write_post("urls.md", """
+        ---
+        title: URLs
+        date: 2024-01-01
+        canonical_url: "ftp://example.com/a"
+        image: "data:image/png;base64,AAAA"
+        ---
+
+        Body.
+        """)
+    messages = [p.message for p in load_posts(config).problems if p.where == "posts/urls.md"]
+    assert [m.split(" is ")[0] for m in messages] == ["front matter: 'canonical_url'",
+                                                      "front matter: 'image'"]

@@ -7,23 +7,31 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 
 import pytest
+import trustme
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
+from werkzeug import Response
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.fields import date_in_range
+from pipeline.intake import feed_http
 from pipeline.intake.feeds import fetch_all
+from pipeline.intake.sources import load_all
 from pipeline.render.links import footer
 from pipeline.store.engine import engine_for
 from pipeline.store.feed_entries import ready_posts
 from pipeline.store.schema import feeds as feeds_table
 from pipeline.timetable.schedule import run_entry
-from tests.feed_server import ATOM_TYPE, FeedServer, item, rss, with_sources
+from tests.feed_server import ATOM_TYPE, DripServer, FeedServer, Network, item, rss, with_sources
 
 T0 = datetime(2026, 6, 4, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -447,3 +455,271 @@ def test_cli_fetch_exits_0_and_shows_304_on_the_second_run(project, server, run_
 def test_cli_fetch_without_feeds_says_so(project, run_cli):
     result = run_cli("fetch", cwd=project)
     assert (result.returncode, result.stdout) == (0, "No feeds in `sources:`; nothing to fetch.\n")
+
+
+# -- hostile input (#12) ------------------------------------------------------------------------
+
+def test_entries_dated_outside_1970_to_2200_are_dated_when_first_seen_with_a_warning(project, server):
+    url = server.fixture("/news.xml", "out-of-range-dates.rss.xml")
+    config = with_sources(project, {"name": "news", "url": url, "backfill": 10, "settle": "0m"})
+    [report] = fetch_all(config, now=T0)
+    assert (report.status, report.new, report.error) == ("ok", 3, None)
+    assert report.warnings == (
+        "entry 1 'Dated year one': published date 0001-01-01T00:00:00+00:00 is outside 1970-2200; "
+        "dated when first seen",
+        "entry 2 'Dated the end of time': published date 9999-12-31T23:59:59+00:00 is outside 1970-2200; "
+        "dated when first seen",
+        "entry 3 'Updated past year 9999': updated date 9999-12-31T23:59:59-05:00 is outside 1970-2200; "
+        "dated when first seen",
+    )
+    posts = ready_posts(config, now=T0)
+    assert sorted((p.title, p.date) for p in posts) == [("Dated the end of time", T0), ("Dated year one", T0),
+                                                        ("Updated past year 9999", T0)]
+    loaded = load_all(config, now=T0)
+    assert {p.title for p in loaded.posts} >= {p.title for p in posts}
+    assert all(date_in_range(p.date) for p in loaded.posts)
+    [again] = fetch_all(config, now=T0 + HOUR)             # stable: not an edit, same date
+    assert (again.updated, [p.date for p in ready_posts(config, now=T0 + HOUR)]) == (0, [T0] * 3)
+
+
+def test_a_feed_that_drips_its_answer_times_out_after_timeout_seconds_in_all(project):
+    body = rss(*(item(f"k{i}", date=T0) for i in range(50))).encode()
+    with DripServer(body, interval=0.05) as slow:        # the whole body would take over 20 s
+        config = with_sources(project, {"name": "drip", "url": slow.url, "timeout": 1})
+        started = time.monotonic()
+        [report] = fetch_all(config, now=T0)
+        took = time.monotonic() - started
+    assert report.error == "timed out after 1s (raise `timeout:` if the server is slow)"
+    assert took < 5                                       # generous: the deadline is 1 s
+
+
+def test_the_timeout_covers_every_redirect_hop_together(project, server):
+    def slow_hop(request):  # type: ignore[no-untyped-def]
+        time.sleep(0.4)                                   # each hop well within a per-read timeout
+        hop = int(request.path.rsplit("/", 1)[1])
+        if hop == 3:                                      # 4 answers, 1.6 s in all
+            return Response(rss(item("a", date=T0)), content_type="application/rss+xml")
+        return Response("moved", status=302, headers={"Location": server.url(f"/hop/{hop + 1}")})
+
+    server.http.clear_all_handlers()
+    server.http.expect_request(re.compile(r"/hop/\d+")).respond_with_handler(slow_hop)
+    config = with_sources(project, {"name": "hops", "url": server.url("/hop/0"), "timeout": 1})
+    started = time.monotonic()
+    [report] = fetch_all(config, now=T0)
+    assert report.error == "timed out after 1s (raise `timeout:` if the server is slow)"
+    assert time.monotonic() - started < 5
+
+
+# -- internal addresses (SSRF) ------------------------------------------------------------------
+
+PUBLIC = "93.184.216.34"             # what the test network says feeds.example.test is
+
+
+@pytest.fixture
+def network(monkeypatch: pytest.MonkeyPatch, server: FeedServer) -> Network:
+    """The feeds' resolver and connector, replaced: feeds.example.test is a public-looking
+    address that is really the local test server; nothing leaves 127.0.0.0/8."""
+    net = Network(names={"feeds.example.test": [PUBLIC]},
+                  routes={PUBLIC: ("127.0.0.1", server.http.port)})
+    monkeypatch.setattr(feed_http, "resolve", net.resolve)
+    monkeypatch.setattr(feed_http, "connect", net.connect)
+    return net
+
+
+def test_a_feed_on_an_internal_address_may_redirect_to_other_internal_addresses(project, server, network):
+    network.names["intranet.test"] = ["127.0.0.1"]      # the operator's own network: their choice
+    moved = server.fixture("/new/feed.xml", "blog.rss.xml")
+    server.redirect("/old.xml", moved)
+    config = with_sources(project,
+                          {"name": "by-address", "url": server.url("/old.xml")},
+                          {"name": "by-name", "url": f"http://intranet.test:{server.http.port}/old.xml"})
+    reports = fetch_all(config, now=T0)
+    assert [(r.status, r.baseline, r.error) for r in reports] == [("ok", 3, None)] * 2
+    assert [p for p, _ in server.requests] == ["/old.xml", "/new/feed.xml"] * 2
+
+
+@pytest.mark.parametrize(("target", "why"), [
+    ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+    ("http://127.0.0.1:{port}/secret.xml", "127.0.0.1 is a loopback address"),
+    ("http://[::ffff:127.0.0.1]:{port}/secret.xml", "::ffff:127.0.0.1 is a loopback address"),
+    ("http://0.0.0.0:{port}/secret.xml", "0.0.0.0 is an unspecified address"),
+    ("http://internal.example.test:{port}/secret.xml",
+     "internal.example.test is 10.0.0.5, a private address"),
+    ("http://cgnat.example.test/secret.xml",
+     "cgnat.example.test is 100.100.100.200, a non-public address"),
+])
+def test_a_redirect_to_an_internal_address_is_refused_and_nothing_is_fetched_from_it(
+        project, server, network, target, why):
+    network.names.update({"internal.example.test": ["10.0.0.5"], "cgnat.example.test": ["100.100.100.200"]})
+    target = target.format(port=server.http.port)
+    server.fixture("/secret.xml", "blog.rss.xml")
+    server.redirect("/feed.xml", target)
+    config = with_sources(project, {"name": "partner", "url": "http://feeds.example.test/feed.xml"})
+    [report] = fetch_all(config, now=T0)
+    assert report.error == (f"refused a redirect to {target} ({why}; a feed may reach internal "
+                            "addresses only when its own url is on one)")
+    assert [p for p, _ in server.requests] == ["/feed.xml"]
+    assert network.connected == [(PUBLIC, 80)]            # the refused address: not even a connection
+    assert ready_posts(config, now=T0 + timedelta(days=30)) == []
+
+
+def test_each_connection_goes_to_the_address_that_was_checked(project, server, network):
+    network.names["cdn.example.test"] = ["93.184.216.35"]
+    network.routes["93.184.216.35"] = ("127.0.0.1", server.http.port)
+    server.redirect("/feed.xml", "http://cdn.example.test/blog.xml")
+    server.fixture("/blog.xml", "blog.rss.xml")
+    config = with_sources(project, {"name": "partner", "url": "http://feeds.example.test/feed.xml"})
+    [report] = fetch_all(config, now=T0)
+    assert (report.status, report.baseline) == ("ok", 3)
+    assert network.connected == [(PUBLIC, 80), ("93.184.216.35", 80)]
+    assert [h["Host"] for _, h in server.requests] == ["feeds.example.test", "cdn.example.test"]
+
+
+def test_a_name_that_turns_internal_between_lookups_is_refused(project, server, network):
+    network.rebind["feeds.example.test"] = [[PUBLIC], ["127.0.0.1"]]     # DNS rebinding
+    server.fixture("/feed.xml", "blog.rss.xml")
+    config = with_sources(project, {"name": "partner", "url": "http://feeds.example.test/feed.xml"})
+    [report] = fetch_all(config, now=T0)
+    assert report.error == ("refused http://feeds.example.test/feed.xml (feeds.example.test is "
+                            "127.0.0.1, a loopback address; a feed may reach internal addresses only "
+                            "when its own url is on one)")
+    assert network.connected == [] and server.requests == []
+
+
+def test_an_https_feed_is_verified_against_its_host_name_while_connected_by_address(
+        project, network, monkeypatch, tmp_path):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("feeds.example.test").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))      # trust the test CA
+    tls = HTTPServer(host="127.0.0.1", port=0, ssl_context=context)
+    tls.start()
+    try:
+        FeedServer(tls).fixture("/feed.xml", "blog.rss.xml")
+        network.names["impostor.example.test"] = ["93.184.216.36"]     # same server, not its name
+        network.routes.update({PUBLIC: ("127.0.0.1", tls.port), "93.184.216.36": ("127.0.0.1", tls.port)})
+        config = with_sources(project, {"name": "secure", "url": "https://feeds.example.test/feed.xml"},
+                              {"name": "impostor", "url": "https://impostor.example.test/feed.xml"})
+        secure, impostor = fetch_all(config, now=T0)
+    finally:
+        tls.stop()
+    assert (secure.status, secure.baseline, secure.error) == ("ok", 3, None)
+    assert impostor.error.startswith("cannot fetch (ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert network.connected == [(PUBLIC, 443), ("93.184.216.36", 443)]
+
+
+def test_a_name_that_does_not_resolve_is_reported(project, network):
+    config = with_sources(project, {"name": "gone", "url": "https://gone.example.test/feed.xml"})
+    [report] = fetch_all(config, now=T0)
+    assert report.error == ("cannot fetch (ConnectError: cannot resolve gone.example.test (test network: "
+                            "no such host 'gone.example.test'))")
+    assert network.connected == []
+
+
+@pytest.mark.parametrize(("addresses", "allowed"), [
+    (["93.184.216.34"], True),
+    (["2606:2800:220:1:248:1893:25c8:1946"], True),
+    (["93.184.216.34", "10.1.2.3"], False),           # one internal address is enough to refuse
+    (["127.0.0.2"], False), (["::1"], False), (["::ffff:10.0.0.1"], False),
+    (["::ffff:169.254.169.254"], False), (["fe80::1"], False), (["fc00::1"], False),
+    (["192.168.1.1"], False), (["172.16.0.1"], False),
+    (["224.0.0.1"], False), (["ff02::1"], False), (["240.0.0.1"], False), (["255.255.255.255"], False),
+    (["0.0.0.0"], False), (["::"], False), (["100.64.0.1"], False),
+])
+def test_check_address_refuses_every_kind_of_internal_address(addresses, allowed):
+    if allowed:
+        feed_http.check_address("feeds.example.test", addresses, allow_internal=False)
+    else:
+        with pytest.raises(feed_http.AddressRefused,
+                           match=r"^feeds\.example\.test is .+, an? [a-z-]+ address$"):
+            feed_http.check_address("feeds.example.test", addresses, allow_internal=False)
+    feed_http.check_address("feeds.example.test", addresses, allow_internal=True)     # the operator's choice
+
+
+# -- entries that are not what they claim -------------------------------------------------------
+
+def test_entries_with_template_syntax_or_a_link_that_is_not_http_are_refused(project, server):
+    def linked(key: str, link: str) -> str:
+        return item(key, date=T0).replace(f"<link>https://blog.example/{key}/</link>",
+                                          f"<link>{escape(link)}</link>")
+
+    url = server.put("/f.xml", rss(
+        item("fine", date=T0),
+        item("braces", title="Hello {{ recipient.email }}", date=T0),
+        item("tags", title="Deal {% if true %}now{% endif %}", date=T0),
+        linked("in-link", "https://blog.example/{{ recipient.unsubscribe_url }}/"),
+        linked("script", "javascript:alert(1)"),
+        linked("mail", "mailto:someone@blog.example"),
+        linked("data", "data:text/html,<p>hi</p>"),
+        item("also-fine", title="Braces { alone } are fine", date=T0)))
+    config = with_sources(project, {"name": "blog", "url": url, "backfill": 10, "settle": "0m"})
+    [report] = fetch_all(config, now=T0)
+    assert (report.status, report.new) == ("ok", 2)
+    assert report.warnings == (
+        "entry 2: title 'Hello {{ recipient.email }}' holds template syntax; skipped",
+        "entry 3: title 'Deal {% if true %}now{% endif %}' holds template syntax; skipped",
+        "entry 4: link 'https://blog.example/{{ recipient.unsubscribe_url }}/' holds template syntax; "
+        "skipped",
+        "entry 5: link 'javascript:alert(1)' is not an absolute http(s) URL; skipped",
+        "entry 6: link 'mailto:someone@blog.example' is not an absolute http(s) URL; skipped",
+        "entry 7: link 'data:text/html,<p>hi</p>' is not an absolute http(s) URL; skipped",
+    )
+    assert sorted(titles(config, T0)) == ["Braces { alone } are fine", "Post fine"]
+
+
+# -- feeds read only leniently ------------------------------------------------------------------
+
+def broken(document: str) -> str:
+    """`document` with its first title made malformed XML (a bare &) that feedparser reads leniently."""
+    return document.replace("<title>Post ", "<title>Fish & chips ", 1)
+
+
+def test_new_entries_of_a_feed_read_only_leniently_wait_for_a_clean_fetch(project, server):
+    url = server.put("/f.xml", rss(item("a", date=T0 - HOUR)))
+    config = with_sources(project, {"name": "blog", "url": url, "settle": "0m"})
+    fetch_all(config, now=T0)                                                 # baseline
+    server.put("/f.xml", broken(rss(item("b", date=T0 + HOUR), item("junk", date=T0 + HOUR),
+                                    item("a", date=T0 - HOUR))))
+    [lenient] = fetch_all(config, now=T0 + 2 * HOUR)
+    assert (lenient.status, lenient.new, lenient.held) == ("ok", 2, 2)
+    malformed, held = lenient.warnings
+    assert re.fullmatch(r"malformed XML \(.*not well-formed.*\); read 3 entries leniently", malformed)
+    assert held == "2 new entries held until the feed parses cleanly (or set `lenient: true`)"
+    assert titles(config, T0 + timedelta(days=30)) == []                     # stored, never ready
+    server.put("/f.xml", rss(item("b", date=T0 + HOUR), item("a", date=T0 - HOUR)))   # fixed; junk gone
+    [clean] = fetch_all(config, now=T0 + 3 * HOUR)
+    assert (clean.status, clean.new, clean.held) == ("ok", 0, 0)
+    assert clean.warnings == ("the feed parses cleanly again: 1 held entry released, 1 that only a "
+                              "malformed document listed dropped",)
+    assert titles(config, T0 + 3 * HOUR) == ["Post b"]
+    latest = next(e for e in config.schedule if e.edition == "latest")
+    assert [r.sent for r in run_entry(config, latest, T0 + 3 * HOUR, now=T0 + 3 * HOUR)] == [4]
+    [again] = fetch_all(config, now=T0 + 4 * HOUR)
+    assert (again.new, again.held, again.warnings) == (0, 0, ())
+    assert titles(config, T0 + timedelta(days=30)) == ["Post b"]              # junk stays held
+    assert run_entry(config, latest, T0 + 4 * HOUR, now=T0 + 4 * HOUR) == []  # sent once
+
+
+def test_a_feed_read_only_leniently_does_not_edit_stored_entries(project, server):
+    url = server.put("/f.xml", rss(item("a", date=T0 - HOUR)))
+    config = with_sources(project, {"name": "blog", "url": url, "backfill": 1, "settle": "0m"})
+    fetch_all(config, now=T0)
+    server.put("/f.xml", broken(rss(item("a", date=T0 - HOUR, body="<p>Half a page</p>"))))
+    [lenient] = fetch_all(config, now=T0 + HOUR)
+    assert (lenient.updated, lenient.warnings[1:]) == (0, ("1 changed entry not updated until the feed "
+                                                           "parses cleanly (or set `lenient: true`)",))
+    assert [(p.title, p.body_html) for p in ready_posts(config, now=T0 + HOUR)] == [
+        ("Post a", "<p>Body of a.</p>")]
+
+
+def test_lenient_true_takes_the_entries_of_a_feed_read_only_leniently_at_once(project, server):
+    url = server.put("/f.xml", rss(item("a", date=T0 - HOUR)))
+    config = with_sources(project, {"name": "blog", "url": url, "settle": "0m", "lenient": True})
+    fetch_all(config, now=T0)
+    server.put("/f.xml", broken(rss(item("b", date=T0 + HOUR), item("a", date=T0 - HOUR))))
+    [report] = fetch_all(config, now=T0 + 2 * HOUR)
+    assert (report.new, report.held) == (1, 0)
+    [warning] = report.warnings
+    assert re.fullmatch(r"malformed XML \(.*not well-formed.*\); read 2 entries leniently", warning)
+    assert titles(config, T0 + 2 * HOUR) == ["Fish & chips b"]

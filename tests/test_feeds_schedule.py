@@ -8,7 +8,7 @@ import json
 import logging
 import mailbox
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import Message
 from pathlib import Path
@@ -19,6 +19,7 @@ from pytest_httpserver import HTTPServer
 
 from pipeline.config import Config, load_config
 from pipeline.intake.feeds import fetch_all
+from pipeline.intake.sources import load_all
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.timetable.schedule import run_once
@@ -38,9 +39,10 @@ def server(httpserver_ipv4: HTTPServer) -> Iterator[FeedServer]:
     yield FeedServer(httpserver_ipv4)
 
 
-def feed_project(project: Path, url: str) -> Config:
-    """The project with the feed as a source, the timetable above, and one subscriber."""
-    with_sources(project, {"name": "partner", "url": url})
+def feed_project(project: Path, url: str, **settings: object) -> Config:
+    """The project with the feed (and its `settings`) as a source, the timetable above, and one
+    subscriber."""
+    with_sources(project, {"name": "partner", "url": url, **settings})
     path = project / "config.yaml"
     path.write_text(path.read_text(encoding="utf-8") + SCHEDULE, encoding="utf-8")   # the last wins
     config = load_config(path)
@@ -113,3 +115,19 @@ def test_a_failing_feed_is_logged_and_the_run_goes_on_with_what_is_stored(projec
     assert [r.sent for r in done["weekly"]] == [1]
     [digest] = [m for s, m in mails(project).items() if s.startswith("RTR Wellness Center: new articles")]
     assert "Fresh article" in html_part(digest)
+
+
+def test_entries_dated_year_1_or_9999_never_stop_the_runs(project, server):
+    url = server.put("/feed.xml", rss(
+        item("end", title="Never expires", date=datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+        item("start", title="Year one", date=datetime(1, 1, 1, tzinfo=UTC))))
+    config = feed_project(project, url, backfill=5, settle="0m")
+    done = run_once(config, now=MONDAY)              # the first fetch sends both (backfill), then fires
+    assert sorted(done) == ["social", "weekly"]
+    [digest] = [m for s, m in mails(project).items() if s.startswith("RTR Wellness Center: new articles")]
+    assert "Never expires" in html_part(digest) and "Year one" in html_part(digest)
+    posts = [p for p in load_all(config, now=MONDAY).posts if p.path.startswith("feed:")]
+    assert sorted(p.title for p in posts) == ["Never expires", "Year one"]
+    assert all(p.date == MONDAY for p in posts)                       # dated when first seen
+    later = run_once(config, now=MONDAY + timedelta(days=7))          # and the runs after it go on
+    assert [r.sent for r in later["weekly"]] == [0]

@@ -234,3 +234,39 @@ def test_footer_wording_date_format_and_locale(project, write_post):
     edition = render_edition(_post(cfg), cfg)
     assert "Publié sur https://www.rtrwellnesscenter.com le 1 septembre 2020." in edition.text
     assert cfg.footer.text.startswith("Publié")
+
+
+HOSTILE_BODY = """
+<a href="javascript:alert(1)">a</a> <a href=" JaVaScRiPt:alert(2)">b</a>
+<a href="&#x20;javascript:alert(3)">c</a> <a href="\u00a0javascript:alert(4)">d</a>
+<a href="java&#x09;script:alert(5)">e</a> <a href="vbscript:msgbox(6)">f</a>
+<img src="data:image/svg+xml;base64,PHN2Zz4=" alt="g"> <img src="\u00a0data:text/html,x" alt="h">
+[i](javascript:alert(7)) <a href="//cdn.example.com/j">j</a> <a href="mailto:team@example.com">k</a>
+"""
+
+
+def test_no_edition_holds_a_hostile_url_and_every_href_and_src_is_http_or_mailto(config, write_post):
+    write_post("hostile.md", "---\ntitle: Hostile\ndate: 2024-01-01\nimage: /images/cover.jpg\n"
+                             "image_alt: Cover\n---\n" + HOSTILE_BODY)
+    edition = render_edition(_post(config, "hostile"), config)
+    html = edition.html.lower().replace("&nbsp;", "").replace("\u00a0", "")
+    for scheme in ("javascript:", "vbscript:", "data:"):
+        assert f'="{scheme}' not in html and f"='{scheme}" not in html
+    urls = re.findall(r'(?:href|src)="([^"]*)"', edition.html)
+    assert urls and all(u.startswith(("https://", "http://", "mailto:", "{{")) for u in urls), urls
+    # The text part's footnote-style links hold only what the HTML links to.
+    text_links = re.findall(r"^\[\d+\] (\S+)", edition.text, re.M)
+    assert text_links and all(u.startswith(("https://", "http://", "mailto:")) for u in text_links)
+    # The post's own image: an <img src> on the site, over http(s).
+    [cover] = re.findall(r'<img[^>]*src="([^"]*cover\.jpg[^"]*)"', edition.html)
+    assert cover.startswith("https://www.rtrwellnesscenter.com/images/cover.jpg")
+
+
+def test_image_that_is_not_http_never_reaches_the_template(config):
+    # A Post built elsewhere (a stored feed entry written by an older version) is checked again.
+    post = Post(path="feed:old:1", slug="old-1", title="Old", date=datetime(2024, 1, 1, tzinfo=UTC),
+                canonical_url="https://partner.example/old/", body_markdown="B", body_html="<p>B</p>",
+                image="javascript:alert(1)")
+    html = render_edition(post, config).html.lower()
+    assert "javascript:" not in html
+    assert "<img" not in html

@@ -87,10 +87,24 @@ def _config(project, schedule: str):  # type: ignore[no-untyped-def]
     ('schedule:\n  - {name: w, channels: [outbox], cron: "0 9 * * *", max_lateness: soon}\n',
      "entry 'w': 'soon' is not a duration"),
     ("schedule:\n  - {name: w, channels: [pigeon], every: 1h}\n",
-     "schedule entry 'w': unknown channel 'pigeon' (configured: outbox)"),
+     "entry 'w': unknown channel 'pigeon' (configured: outbox)"),
     ("schedule:\n  - {name: w, channels: [outbox], every: 1h}\n"
      "  - {name: w, channels: [outbox], every: 2h}\n",
-     "schedule: two entries are named 'w'; give each a unique name"),
+     "two entries are named 'w'; give each a unique name"),
+    ("schedule:\n  - {name: w, channels: [outbox], at: 0001-01-01T00:00:00}\n",
+     "schedule.0.at: entry 'w': 0001-01-01T00:00:00 is outside 1970-2200"),
+    ('schedule:\n  - {name: w, channels: [outbox], at: "0001-01-01T00:00:00+05:00"}\n',
+     "schedule.0.at: entry 'w': 0001-01-01T00:00:00+05:00 is outside 1970-2200"),
+    ("schedule:\n  - {name: w, channels: [outbox], at: 9999-12-31T23:59:59-05:00}\n",
+     "schedule.0.at: entry 'w': 9999-12-31T23:59:59-05:00 is outside 1970-2200"),
+    ("schedule:\n  - {name: w, channels: [outbox], at: 99999-01-01T00:00:00}\n",
+     "schedule.0.at: entry 'w': 99999-01-01T00:00:00 is outside 1970-2200"),
+    ("schedule:\n  - {name: w, channels: [outbox], every: 1h, max_lateness: 999999999w}\n",
+     "schedule.0.max_lateness: entry 'w': '999999999w' is too long; at most 10 years"),
+    ("schedule:\n  - {name: w, channels: [outbox], every: 5000000w}\n",
+     "schedule.0.every: entry 'w': '5000000w' is too long; at most 10 years"),
+    ("schedule:\n  - {name: w, channels: [outbox], every: 0s}\n",
+     "schedule.0.every: entry 'w': '0s' is no interval"),
     ('schedule:\n  - {name: w, channels: [outbox], every: 1h, cron: "0 9 * * *"}\n',
      "give exactly one of cron:, at: or every: (got cron, every)"),
 ])
@@ -134,3 +148,19 @@ def test_schedule_from_without_offset_is_a_one_line_error(project, run_cli):
     assert result.returncode == 1
     assert "--from '2026-01-01T00:00:00': give an offset" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_at_inside_the_range_is_kept():
+    assert entry(at=datetime(2199, 12, 31, 12, tzinfo=NY)).at == datetime(2199, 12, 31, 12, tzinfo=NY)
+    assert entry(at=datetime(1970, 1, 2)).at == datetime(1970, 1, 2)
+
+
+def test_schedule_and_run_once_with_an_entry_at_year_1_stop_on_one_line(project, run_cli):
+    path = _config(project, "schedule:\n"
+                            "  - {name: once, channels: [outbox], at: 0001-01-01T00:00:00+05:00}\n")
+    for command in (["schedule"], ["run", "--once", "--dry-run"], ["check"]):
+        result = run_cli("--config", path, *command)
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr
+        [line] = result.stderr.splitlines()
+        assert "schedule.0.at: entry 'once': 0001-01-01T00:00:00+05:00 is outside 1970-2200" in line

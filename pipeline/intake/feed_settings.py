@@ -41,8 +41,12 @@ class FeedSource(_Model):
     exclude: list[str] = []
     backfill: int = Field(default=0, ge=0)       # the first fetch sends the newest N entries
     settle: str = "15m"               # an entry is sent once its content has not changed this long
-    timeout: float = Field(default=20, gt=0)     # seconds, per request
+    timeout: float = Field(default=20, gt=0)     # seconds for the whole download, redirects included
     max_new: int = Field(default=20, ge=1)       # more new entries than this in one fetch: a flood
+    # A feed whose XML is broken but whose entries can still be read has its new entries held (stored,
+    # not sent) until a fetch parses cleanly: a broken document may be a truncated or tampered one.
+    # `lenient: true` takes such a feed's entries at once (for a feed that is always a little broken).
+    lenient: bool = False
 
     @field_validator("name")
     @classmethod

@@ -13,6 +13,11 @@ like posts.
   the newest `max_new` of one fetch are marked seen, not sent, and reported.
 - A feed that fails (HTTP error, timeout, not a feed) is reported in its FeedReport and never
   stops the others; nothing here raises for a bad feed.
+- Hostile feeds: `timeout` bounds the whole download (redirects included); no connection goes to
+  an internal address (loopback, private, link-local, ...) unless the feed's own url is on one;
+  entries whose title or link holds template syntax, or whose link is not http(s), are refused;
+  dates outside 1970-2200 count as absent; a feed read only leniently (broken XML) has its new
+  entries held until a clean fetch, unless it sets `lenient: true`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import html
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-from urllib.parse import urlsplit
 
 import feedparser
 import httpx
@@ -35,6 +40,8 @@ from slugify import slugify
 from sqlalchemy import Connection, Engine
 
 from pipeline.config import Config
+from pipeline.fields import date_in_range, is_http_url, out_of_range
+from pipeline.intake.feed_http import AddressRefused, guarded_client
 from pipeline.intake.feed_settings import FeedSource
 from pipeline.intake.posts import sanitize
 from pipeline.render.email import one_line
@@ -56,8 +63,11 @@ ACCEPT = "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, 
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 _TAG = re.compile(r"<[A-Za-z!/]")
 _ADDRESS_AND_NAME = re.compile(r"\S+@\S+\s*\(([^()]+)\)")
-
-
+# Jinja / Liquid syntax: a title or link holding it could be evaluated by a template downstream
+# (ours, or a cross-posting site's: dev.to renders Liquid tags).
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOLD_HINT = "until the feed parses cleanly (or set `lenient: true`)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +78,7 @@ class FeedReport:
     url: str
     status: str                   # "ok" | "not-modified" | "error"
     new: int = 0                  # entries accepted by this fetch
-    held: int = 0                 # accepted entries still settling (not ready yet)
+    held: int = 0                 # accepted entries not ready yet: settling, or waiting for a clean fetch
     baseline: int = 0             # marked seen by the first fetch, not sent
     filtered: int = 0             # caught by include/exclude
     skipped: int = 0              # flood guard: old or too many
@@ -112,15 +122,14 @@ def fetch_all(config: Config, *, now: datetime | None = None) -> list[FeedReport
     if not config.feeds:
         return []
     headers = {"User-Agent": user_agent(config), "Accept": ACCEPT}
-    with httpx.Client(headers=headers, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
-        return [_guarded(config, source, client, now) for source in config.feeds]
+    return [_guarded(config, source, headers, now) for source in config.feeds]
 
 
-def _guarded(config: Config, source: FeedSource, client: httpx.Client, now: datetime) -> FeedReport:
+def _guarded(config: Config, source: FeedSource, headers: Mapping[str, str], now: datetime) -> FeedReport:
     """`fetch_feed`, with a bug met on one feed's content logged (with its traceback) and reported
     as that feed's error, so the other feeds and the run go on."""
     try:
-        return fetch_feed(config, source, client, now=now)
+        return fetch_feed(config, source, now=now, headers=headers)
     except Exception as exc:
         log.exception("feed %s: unexpected error", source.name)
         return _failed(config, source, f"unexpected error ({type(exc).__name__}: {one_line(str(exc))}); "
@@ -136,22 +145,28 @@ def user_agent(config: Config) -> str:
     return f"pipeline/{release} (newsletter feed reader; +{config.site.url})"
 
 
-def fetch_feed(config: Config, source: FeedSource, client: httpx.Client, *, now: datetime) -> FeedReport:
-    """Fetch one feed and store what it lists. Failures are recorded and reported, not raised."""
+def fetch_feed(config: Config, source: FeedSource, *, now: datetime,
+               headers: Mapping[str, str] | None = None) -> FeedReport:
+    """Fetch one feed and store what it lists. Failures are recorded and reported, not raised.
+    `headers`: sent with the request (default: the User-Agent and Accept of `fetch_all`)."""
     engine = engine_for(config)
     state = feed_entries.feed_state(engine, source.name)
     same_url = state is not None and state.url == source.url
     try:
-        download = _download(client, source, etag=state.etag if same_url else None,
+        download = _download(source, headers or {"User-Agent": user_agent(config), "Accept": ACCEPT},
+                             etag=state.etag if same_url else None,
                              modified=state.last_modified if same_url else None)
         if download.status == 304:
             return _not_modified(config, source, now)
-        parsed, warnings = _parse(download)
+        parsed, broken = _parse(download)
         entries, problems = _entries(parsed, source, download.url)
     except FeedError as exc:
         return _failed(config, source, str(exc), now)
+    warnings = ([f"malformed XML ({broken}); read {len(parsed.entries)} entries leniently"]
+                if broken is not None else [])
     with engine.begin() as conn:
-        counts = _store(conn, source, entries, state.baseline_at if state else None, now)
+        counts = _store(conn, source, entries, state.baseline_at if state else None, now,
+                        clean=broken is None)
         feed_entries.record_fetch(conn, source.name, source.url, now, status="ok", error=None,
                                   fetched=_validators(download, parsed),
                                   baseline=bool(state and state.baseline_at))
@@ -164,12 +179,15 @@ def fetch_feed(config: Config, source: FeedSource, client: httpx.Client, *, now:
                       warnings=tuple(counts.warnings))
 
 
-def _download(client: httpx.Client, source: FeedSource, *, etag: str | None,
+def _download(source: FeedSource, headers: Mapping[str, str], *, etag: str | None,
               modified: str | None) -> _Download:
-    """GET the feed, conditionally. Raises FeedError with a one-line reason."""
-    headers = {k: v for k, v in (("If-None-Match", etag), ("If-Modified-Since", modified)) if v}
+    """GET the feed, conditionally, within `source.timeout` seconds in all. Raises FeedError with a
+    one-line reason."""
+    conditional = {k: v for k, v in (("If-None-Match", etag), ("If-Modified-Since", modified)) if v}
     try:
-        with client.stream("GET", source.url, headers=headers, timeout=source.timeout) as response:
+        with (guarded_client(source.url, deadline=time.monotonic() + source.timeout, headers=headers,
+                             timeout=source.timeout, max_redirects=MAX_REDIRECTS) as client,
+              client.stream("GET", source.url, headers=conditional) as response):
             if response.status_code == 304:
                 return _Download(status=304, body=b"", headers=response.headers, url=str(response.url))
             if response.status_code >= 400:
@@ -183,6 +201,11 @@ def _download(client: httpx.Client, source: FeedSource, *, etag: str | None,
                     raise FeedError(f"larger than {MAX_BYTES // 1_000_000} MB; not read")
             return _Download(status=response.status_code, body=bytes(body), headers=response.headers,
                              url=str(response.url))
+    except AddressRefused as exc:
+        hop = exc.url or source.url
+        what = "" if hop == str(httpx.URL(source.url)) else "a redirect to "
+        raise FeedError(f"refused {what}{hop} ({exc}; a feed may reach internal addresses only when "
+                        "its own url is on one)") from None
     except httpx.TimeoutException:
         raise FeedError(f"timed out after {source.timeout:g}s (raise `timeout:` if the server is slow)"
                         ) from None
@@ -193,9 +216,10 @@ def _download(client: httpx.Client, source: FeedSource, *, etag: str | None,
                         ) from None
 
 
-def _parse(download: _Download) -> tuple[Any, list[str]]:
-    """feedparser over the body. Raises FeedError for a document that is not a feed or is too
-    broken to list any entry; a feed read despite XML errors parses with a warning."""
+def _parse(download: _Download) -> tuple[Any, str | None]:
+    """feedparser over the body, and for a feed read only leniently (despite XML errors) what is
+    wrong with it. Raises FeedError for a document that is not a feed or is too broken to list any
+    entry."""
     headers = {"content-location": download.url}
     if download.headers.get("content-type"):
         headers["content-type"] = download.headers["content-type"]
@@ -209,8 +233,7 @@ def _parse(download: _Download) -> tuple[Any, list[str]]:
                                                       " (got a page that is not a feed)"))
     if problem is not None and not parsed.entries:
         raise FeedError(f"malformed XML ({reason}); no entry could be read")
-    return parsed, ([f"malformed XML ({reason}); read {len(parsed.entries)} entries leniently"]
-                    if problem is not None else [])
+    return parsed, (reason if problem is not None else None)
 
 
 def _not_modified(config: Config, source: FeedSource, now: datetime) -> FeedReport:
@@ -230,7 +253,9 @@ def _failed(config: Config, source: FeedSource, error: str, now: datetime) -> Fe
 
 
 def _held(engine: Engine, source: FeedSource, now: datetime) -> int:
-    return feed_entries.held(engine, source.name, source.settle_time, now)
+    """Accepted entries not ready yet: still settling, or held until the feed parses cleanly."""
+    return (feed_entries.held(engine, source.name, source.settle_time, now)
+            + feed_entries.count_status(engine, source.name, Status.HELD))
 
 
 def _validators(download: _Download, parsed: Any) -> dict[str, str | None]:
@@ -243,17 +268,19 @@ def _validators(download: _Download, parsed: Any) -> dict[str, str | None]:
 # -- entries -> posts ---------------------------------------------------------------------------
 
 def _entries(parsed: Any, source: FeedSource, base: str) -> tuple[list[FetchedEntry], list[str]]:
-    """The entries of a parsed feed; an entry that cannot become a post is a warning."""
+    """The entries of a parsed feed; an entry that cannot become a post, or had to be mended (a
+    date out of range), is a warning naming it."""
     out: list[FetchedEntry] = []
     problems: list[str] = []
     seen: set[str] = set()
     feed_author = (parsed.feed.get("author_detail") or {}).get("name") or None
     for index, raw in enumerate(parsed.entries):
         try:
-            entry = convert(raw, source, base=base, index=index, feed_author=feed_author)
+            entry, notes = convert(raw, source, base=base, index=index, feed_author=feed_author)
         except FeedError as exc:
             problems.append(f"entry {index + 1}: {exc}; skipped")
             continue
+        problems += [f"entry {index + 1} {_shown(entry.fields['title'])}: {note}" for note in notes]
         if entry.id_hash not in seen:       # a feed listing one entry twice: the first counts
             seen.add(entry.id_hash)
             out.append(entry)
@@ -261,17 +288,22 @@ def _entries(parsed: Any, source: FeedSource, base: str) -> tuple[list[FetchedEn
 
 
 def convert(raw: Mapping[str, Any], source: FeedSource, *, base: str, index: int = 0,
-            feed_author: str | None = None) -> FetchedEntry:
-    """One feedparser entry -> FetchedEntry (a Post's fields). Raises FeedError for an entry without
-    a usable link."""
+            feed_author: str | None = None) -> tuple[FetchedEntry, list[str]]:
+    """One feedparser entry -> FetchedEntry (a Post's fields), and what had to be mended in it (a
+    date out of range, dropped). Raises FeedError for an entry without a usable link, or whose
+    title or link holds template syntax."""
     link = _link(raw, base)
     entry_id = str(raw.get("id") or raw.get("link") or "").strip() or link
     body, has_content = _body(raw, link)
     title = _title(raw, body, link)
+    if _TEMPLATE.search(title):
+        raise FeedError(f"title {_shown(title)} holds template syntax")
     categories = tuple(dict.fromkeys(c for c in (one_line(t.get("label") or t.get("term") or "")
                                                  for t in raw.get("tags") or []) if c))
     author = _author(raw)
-    dated = _when(raw, "published_parsed", "updated_parsed")
+    dates, dropped = _dates(raw)
+    dated = dates["published"] or dates["updated"]
+    notes = [f"{note}; {'dated when first seen' if dated is None else 'ignored'}" for note in dropped]
     fields = {
         "path": f"feed:{source.name}:{entry_id}", "title": title, "canonical_url": link,
         "body_html": body, "body_markdown": body,   # Markdown accepts the (sanitized) HTML as is
@@ -280,20 +312,38 @@ def convert(raw: Mapping[str, Any], source: FeedSource, *, base: str, index: int
         "image": _image(raw, link), "published": dated.isoformat() if dated else None,
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-    return FetchedEntry(entry_id=entry_id, id_hash=hashlib.sha256(entry_id.encode()).hexdigest(), index=index,
-                  fields=fields, dated=dated, changed=_when(raw, "updated_parsed", "published_parsed"),
-                  categories=categories, content_hash=digest)
+    entry = FetchedEntry(entry_id=entry_id, id_hash=hashlib.sha256(entry_id.encode()).hexdigest(),
+                         index=index, fields=fields, dated=dated,
+                         changed=dates["updated"] or dates["published"], categories=categories,
+                         content_hash=digest)
+    return entry, notes
 
 
 def _link(raw: Mapping[str, Any], base: str) -> str:
-    candidates = [raw.get("link"), *(lk.get("href") for lk in raw.get("links") or []
-                                     if lk.get("rel") in (None, "alternate")), raw.get("id")]
-    for candidate in candidates:
-        if candidate:
-            url = absolute(str(candidate), base)
-            if urlsplit(url).scheme in ("http", "https") and urlsplit(url).netloc:
-                return url
-    raise FeedError("no http(s) link to the article")
+    """The entry's link, absolute (a relative one resolved against `base`, the feed's URL). The
+    link the entry gives (its first) must be http(s): an entry linking `javascript:` or `data:` is
+    refused, not sent with a link guessed from elsewhere. Only an entry giving none falls back to
+    its id, if that is an http(s) URL itself."""
+    given = [c for c in (raw.get("link"), *(lk.get("href") for lk in raw.get("links") or []
+                                            if lk.get("rel") in (None, "alternate"))) if c]
+    if not given:
+        fallback = str(raw.get("id") or "").strip()
+        if fallback and is_http_url(fallback) and not _CONTROL.search(fallback) \
+                and not _TEMPLATE.search(fallback):
+            return fallback
+        raise FeedError("no http(s) link to the article")
+    declared = str(given[0]).strip()
+    url = absolute(declared, base)
+    if not is_http_url(url) or _CONTROL.search(url):
+        raise FeedError(f"link {_shown(declared)} is not an absolute http(s) URL")
+    if _TEMPLATE.search(url):
+        raise FeedError(f"link {_shown(declared)} holds template syntax")
+    return url
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """`text` quoted for a one-line message, cut if long (a data: URL can be megabytes)."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _body(raw: Mapping[str, Any], link: str) -> tuple[str, bool]:
@@ -356,7 +406,7 @@ def _image(raw: Mapping[str, Any], link: str) -> str | None:
     for url in found:
         if url:
             resolved = absolute(str(url), link)
-            if urlsplit(resolved).scheme in ("http", "https"):
+            if is_http_url(resolved) and not _TEMPLATE.search(resolved):
                 return resolved
     return None
 
@@ -373,12 +423,27 @@ def _author(raw: Mapping[str, Any]) -> str:
     return one_line((raw.get("author_detail") or {}).get("name") or text)
 
 
-def _when(raw: Mapping[str, Any], *keys: str) -> datetime | None:
-    for key in keys:
-        parsed = dict.get(raw, key) if isinstance(raw, dict) else raw.get(key)   # no aliases
-        if parsed:
-            return datetime(*parsed[:6], tzinfo=UTC)   # feedparser gives UTC
-    return None
+def _dates(raw: Mapping[str, Any]) -> tuple[dict[str, datetime | None], list[str]]:
+    """The entry's published and updated dates (UTC), each None when absent or outside 1970-2200
+    (year 1 and 9999 are placeholders some systems write; kept, they would overflow date
+    arithmetic on every later run), and a note per date dropped."""
+    out: dict[str, datetime | None] = {}
+    notes: list[str] = []
+    for key in ("published", "updated"):
+        parsed = dict.get(raw, f"{key}_parsed") if isinstance(raw, dict) else raw.get(f"{key}_parsed")
+        out[key] = None                                        # dict.get: no feedparser aliases
+        if not parsed:
+            continue
+        try:
+            when: datetime | None = datetime(*parsed[:6], tzinfo=UTC)   # feedparser gives UTC
+        except (ValueError, OverflowError):                    # year 0 or 10000 once in UTC
+            when = None
+        if when is not None and date_in_range(when):
+            out[key] = when
+            continue
+        written = one_line(str((dict.get(raw, key) if isinstance(raw, dict) else raw.get(key)) or ""))
+        notes.append(f"{key} date {out_of_range(when) if when else f'{written} is outside 1970-2200'}")
+    return out, notes
 
 
 def entry_slug(source: FeedSource, title: str, entry_id: str) -> str:
@@ -391,17 +456,40 @@ def entry_slug(source: FeedSource, title: str, entry_id: str) -> str:
 # -- storing ------------------------------------------------------------------------------------
 
 def _store(conn: Connection, source: FeedSource, entries: list[FetchedEntry],
-           baseline_at: datetime | None, now: datetime) -> _Counts:
-    """Match the fetched entries with the stored ones: update changed ones, classify unseen ones."""
+           baseline_at: datetime | None, now: datetime, *, clean: bool) -> _Counts:
+    """Match the fetched entries with the stored ones: update changed ones, classify unseen ones.
+    From a feed read only leniently (`clean` false) and not `lenient`, edits are not applied and
+    new entries are held; a clean fetch releases the held entries it lists."""
+    hold = not clean and not source.lenient
     stored = feed_entries.stored_entries(conn, source.name)
     changed = [e for e in entries if e.id_hash in stored and stored[e.id_hash].content_hash != e.content_hash]
+    counts = _Counts()
+    if hold and changed:          # a broken document may be a truncated one: keep the stored copy
+        counts.warnings.append(f"{_entries_n(len(changed), 'changed')} not updated {_HOLD_HINT}")
+        changed = []
     feed_entries.update_changed(conn, source.name, changed, stored, now)
-    counts = _Counts(updated=len(changed))
+    counts.updated = len(changed)
     unseen = [e for e in entries if e.id_hash not in stored]
+    classified = _classify(source, unseen, baseline_at, now, counts)
+    if hold:
+        classified = [(e, Status.HELD if status == Status.NEW else status) for e, status in classified]
+        held = sum(status == Status.HELD for _, status in classified)
+        if held:
+            counts.warnings.append(f"{_entries_n(held, 'new')} held {_HOLD_HINT}")
     feed_entries.insert_new(conn, source.name, [
         (entry, status, entry_slug(source, entry.fields["title"], entry.entry_id))
-        for entry, status in _classify(source, unseen, baseline_at, now, counts)], now)
+        for entry, status in classified], now)
+    if not hold:                  # clean again (or `lenient: true` set since): release what waited
+        released, forgotten = feed_entries.release_held(conn, source.name, {e.id_hash for e in entries}, now)
+        if released or forgotten:
+            counts.warnings.append(f"{'the feed parses cleanly again' if clean else '`lenient: true`'}: "
+                                   f"{_entries_n(released, 'held')} released, {forgotten} that only a "
+                                   "malformed document listed dropped")
     return counts
+
+
+def _entries_n(count: int, kind: str) -> str:
+    return f"{count} {kind} {'entry' if count == 1 else 'entries'}"
 
 
 def _classify(source: FeedSource, unseen: list[FetchedEntry], baseline_at: datetime | None, now: datetime,

@@ -6,12 +6,14 @@ A bad post becomes a Problem naming the file and the field; the other posts go o
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import frontmatter
@@ -24,6 +26,7 @@ from slugify import slugify
 
 from pipeline.config import Config
 from pipeline.errors import PostError
+from pipeline.fields import RANGE, date_in_range, is_http_url, year_out_of_range
 from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
@@ -40,6 +43,7 @@ ALLOWED_ATTRS = {
     "code": {"class"}, "ol": {"start"}, "abbr": {"title"}, "sup": {"id"}, "li": {"id"},
 }
 URL_ATTRS = {"href", "src"}
+URL_SCHEMES = {"http", "https", "mailto"}   # the only schemes an href or src in an edition may have
 
 _markdown = (MarkdownIt("commonmark", {"html": True, "linkify": True})
              .enable(["table", "strikethrough", "linkify"]).use(footnote_plugin))
@@ -123,7 +127,7 @@ def load_posts(config: Config, folder: Path | None = None) -> LoadResult:
         try:
             post, warnings = load_post(path, config, display=_display(path, config))
         except PostError as exc:
-            problems.append(Problem(where=exc.path, message=exc.reason))
+            problems.extend(Problem(where=exc.path, message=reason) for reason in exc.reasons)
             continue
         posts.append(post)
         problems.extend(warnings)
@@ -156,12 +160,18 @@ def load_post(path: Path, config: Config, *, display: str | None = None
     where = display or str(path)
     text = _read_text(path, where)
     meta, body = _split(text, where)
-    fm = _validate(meta, where)
+    problems: list[str] = []
+    try:
+        fm = _validate(meta, where)
+    except PostError as exc:
+        problems += exc.reasons
+    if not body.strip():
+        problems.append("empty body: write the article below the front matter")
+    if problems:
+        raise PostError(where, *problems)
     warnings = [Problem(where=where, severity=Severity.WARNING,
                         message=f"front matter: unknown field {k!r} (ignored)")
                 for k in (fm.model_extra or {})]
-    if not body.strip():
-        raise PostError(where, "empty body: write the article below the front matter")
     return _build(fm, body, path, where, config), warnings
 
 
@@ -208,38 +218,63 @@ def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
 
 
 def _validate(meta: dict[str, Any], where: str) -> FrontMatter:
+    """The front matter, validated. Raises PostError with every problem of its fields at once."""
     meta = {str(k): v for k, v in meta.items()}
+    problems: list[str] = []
+    bad_dates: set[str] = set()
     for key in ("date", "publish_at"):
         if meta.get(key) is not None:
-            meta[key] = _parse_date(meta[key], key, where)
+            try:
+                meta[key] = _parse_date(meta[key], key, where)
+            except PostError as exc:
+                problems += exc.reasons
+                bad_dates.add(key)
     try:
-        return FrontMatter.model_validate(meta)
+        fm = FrontMatter.model_validate(meta)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "missing":
-            raise PostError(where, f"front matter: {field!r} is missing; add `{field}: ...`") from None
-        if err["type"] == "extra_forbidden":
-            known = ", ".join(n for n in (*NETWORKS, "thread"))
-            raise PostError(where, f"front matter: {field!r} is not a known key (known: {known})"
-                            ) from None
-        got = err.get("input")
-        raise PostError(where, f"front matter: {field!r} {err['msg'].lower()} (got {got!r})"
-                        ) from None
+        problems += [_field_problem(err) for err in exc.errors() if err["loc"][0] not in bad_dates]
+    if problems:
+        raise PostError(where, *problems)
+    return fm
+
+
+def _field_problem(err: Any) -> str:
+    """One pydantic error of the front matter as a line naming the field."""
+    field = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "missing":
+        return f"front matter: {field!r} is missing; add `{field}: ...`"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(n for n in (*NETWORKS, "thread"))
+        return f"front matter: {field!r} is not a known key (known: {known})"
+    return f"front matter: {field!r} {err['msg'].lower()} (got {err.get('input')!r})"
 
 
 def _parse_date(value: Any, field: str, where: str) -> Any:
-    if value is None or isinstance(value, datetime | date):
+    """A front matter date (a string, or a date YAML built from an explicit `!!timestamp`), in
+    1970-2200: outside it date arithmetic overflows later (year 1 minus a week), so it is refused
+    here, where the message can name the file and the field."""
+    if value is None:
         return value
-    text = str(value).strip()
+    if isinstance(value, datetime | date):
+        return _in_range(value, value.isoformat(), field, where)
+    text = " ".join(str(value).split())
     for parse in (datetime.fromisoformat,
                   lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S %z"),
                   lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M %z")):
         try:
-            return parse(text)
+            parsed = parse(text)
         except ValueError:
             continue
+        return _in_range(parsed, text, field, where)
+    if year_out_of_range(text):      # 0000-01-01, 99999-01-01: years `datetime` cannot hold
+        raise PostError(where, f"front matter: {field!r} is {text}, outside {RANGE}")
     raise PostError(where, f"front matter: {field!r} is {text!r}, not a date ({DATE_FORMS})")
+
+
+def _in_range(when: datetime | date, shown: str, field: str, where: str) -> datetime | date:
+    if not date_in_range(when):
+        raise PostError(where, f"front matter: {field!r} is {shown}, outside {RANGE}")
+    return when
 
 
 def _aware(value: datetime | date, tz: ZoneInfo) -> datetime:
@@ -250,19 +285,27 @@ def _aware(value: datetime | date, tz: ZoneInfo) -> datetime:
 
 def _build(fm: FrontMatter, body: str, path: Path, where: str, config: Config) -> Post:
     when = _aware(fm.date, config.tz)
+    problems: list[str] = []
     slug = slugify(fm.slug or path.stem)
     if not slug:
-        raise PostError(where, "slug is empty; set `slug:` to letters and digits")
-    canonical = fm.canonical_url or canonical_url(config.site, slug, when)
-    if not canonical.startswith(("http://", "https://")):
-        raise PostError(where, f"front matter: 'canonical_url' is {canonical!r}, not an absolute "
-                               "http(s) URL")
+        problems.append("slug is empty; set `slug:` to letters and digits")
+    canonical = (fm.canonical_url or "").strip() or canonical_url(config.site, slug, when)
+    if not is_http_url(canonical):
+        problems.append(f"front matter: 'canonical_url' is {canonical!r}, not an absolute http(s) URL")
+    image = absolute(fm.image, config.site.url + "/") if fm.image else None
+    # Checked after resolving: `absolute` keeps any scheme (javascript:, data:, file:), and only
+    # http(s) may reach an edition's <img src>. A path on the site is made absolute, as before.
+    if image is not None and not is_http_url(image):
+        problems.append(f"front matter: 'image' is {fm.image!r}, not an http(s) URL; give "
+                        "https://... or a path on the site such as /images/photo.jpg")
+    if problems:
+        raise PostError(where, *problems)
     social = {n: getattr(fm.social, n) for n in NETWORKS if getattr(fm.social, n)}
     return Post(
         path=where, slug=slug, title=fm.title, date=when, canonical_url=canonical,
         body_markdown=body, body_html=markdown_to_html(body, base=canonical),
         author=fm.author, summary=fm.summary or None, tags=tuple(fm.tags),
-        image=absolute(fm.image, config.site.url + "/") if fm.image else None,
+        image=image,
         image_alt=fm.image_alt, draft=fm.draft, subject=fm.subject,
         social=MappingProxyType(social), thread=fm.social.thread,
         publish_at=_aware(fm.publish_at, config.tz) if fm.publish_at else None,
@@ -279,13 +322,25 @@ def markdown_to_html(markdown: str, *, base: str) -> str:
 def sanitize(html: str, rewrite: Any = None) -> str:
     """Clean `html` to the allowed tags and attributes; `rewrite(url)` maps each href/src."""
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
-        if attr in URL_ATTRS and rewrite is not None:
-            return rewrite(value)
-        return value
+        if attr not in URL_ATTRS:
+            return value
+        url = rewrite(value) if rewrite is not None else value
+        # nh3 checks the scheme before this filter runs, and a rewrite can reveal one: "\xa0javascript:"
+        # is relative to nh3, but stripped and resolved it is "javascript:". So check the result.
+        return url if _safe_url(url) else None
 
     return nh3.clean(html, tags=set(ALLOWED_TAGS), attributes=ALLOWED_ATTRS,
-                     url_schemes={"http", "https", "mailto"}, link_rel=None,
+                     url_schemes=set(URL_SCHEMES), link_rel=None,
                      attribute_filter=attribute_filter)
+
+
+def _safe_url(url: str) -> bool:
+    """An http(s) or mailto: URL, or a relative one (no scheme, as a browser reads it)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme:
+        return scheme in URL_SCHEMES
+    # No scheme to Python; a colon before the path, query or fragment could still be one to a reader.
+    return ":" not in re.split(r"[/?#]", url.strip(), maxsplit=1)[0]
 
 
 def words(posts: Iterable[Post]) -> int:

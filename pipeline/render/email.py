@@ -16,6 +16,7 @@ from mjml import mjml2html
 
 from pipeline.config import Config
 from pipeline.errors import RenderError
+from pipeline.fields import is_http_url
 from pipeline.intake.posts import sanitize
 from pipeline.models import Edition, Post
 from pipeline.render.links import EMAIL_CHANNEL, footer, tag_url, utm_params
@@ -115,7 +116,10 @@ def post_context(post: Post, config: Config, tag: Any) -> dict[str, Any]:
         "date": format_date(post.date.date(), format=config.footer.date_format,
                             locale=config.site.locale),
         "date_iso": post.date.isoformat(), "url": tag(post.canonical_url),
-        "canonical_url": post.canonical_url, "image": post.image and tag(post.image),
+        # Intake lets only http(s) images through; checked again where the value meets the
+        # template, since a stored feed entry written by an older version was never checked.
+        "canonical_url": post.canonical_url,
+        "image": tag(post.image) if post.image and is_http_url(post.image) else None,
         "image_alt": neutralize(post.image_alt or ""), "tags": post.tags,
         "summary": neutralize(post.summary or ""), "slug": post.slug,
     }

@@ -8,6 +8,7 @@ later updates the stored copy under that slug, so an entry already sent is not s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,9 +17,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from pipeline.config import Config
+from pipeline.fields import RANGE, date_in_range, is_http_url
 from pipeline.models import Post
 from pipeline.store.engine import engine_for
 from pipeline.store.schema import feed_entries, feeds
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str, str]] = set()     # (feed, slug, reason) of damaged rows already logged
 
 
 class Status:
@@ -29,6 +34,8 @@ class Status:
     FILTERED = "filtered"     # caught by include/exclude
     OLD = "old"               # unseen but dated before the baseline: an archive re-listed
     FLOOD = "flood"           # beyond the newest `max_new` of one fetch
+    HELD = "held"             # new in a feed read only leniently (broken XML): kept, not sent,
+                              # until a fetch parses cleanly (or the feed sets `lenient: true`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +116,32 @@ def insert_new(conn: Connection, feed: str, entries: Sequence[tuple[FetchedEntry
             changed_at=min(entry.changed or now, now), updated_at=now))
 
 
+def release_held(conn: Connection, feed: str, listed: set[str], now: datetime) -> tuple[int, int]:
+    """After a fetch that parsed cleanly: the feed's HELD entries it lists (`listed`: id hashes)
+    become NEW, settling from `now` (so a digest counts them from now, not from when they were first
+    seen); the others, which only a broken document ever listed, are forgotten (a clean fetch that
+    lists one later finds it new). Returns (released, forgotten)."""
+    held_rows = {r.id_hash for r in conn.execute(select(feed_entries.c.id_hash).where(
+        feed_entries.c.feed == feed, feed_entries.c.status == Status.HELD))}
+    released = held_rows & listed
+    if released:
+        conn.execute(update(feed_entries)
+                     .where(feed_entries.c.feed == feed, feed_entries.c.id_hash.in_(list(released)))
+                     .values(status=Status.NEW, changed_at=now, updated_at=now))
+    forgotten = held_rows - listed
+    if forgotten:
+        conn.execute(feed_entries.delete()
+                     .where(feed_entries.c.feed == feed, feed_entries.c.id_hash.in_(list(forgotten))))
+    return len(released), len(forgotten)
+
+
+def count_status(engine: Engine, feed: str, status: str) -> int:
+    """How many of the feed's stored entries have `status`."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(feed_entries.c.feed == feed,
+                                                       feed_entries.c.status == status)).scalar_one()
+
+
 def _post_json(entry: FetchedEntry, slug: str, first_seen: datetime) -> str:
     date = entry.dated or first_seen
     return json.dumps({**entry.fields, "slug": slug, "date": date.isoformat()}, ensure_ascii=False)
@@ -117,7 +150,10 @@ def _post_json(entry: FetchedEntry, slug: str, first_seen: datetime) -> str:
 # -- reading back -------------------------------------------------------------------------------
 
 def _ready_at(row: Any, settle: timedelta) -> datetime:
-    return max(row.first_seen, row.changed_at + settle)
+    try:
+        return max(row.first_seen, row.changed_at + settle)
+    except OverflowError:    # a damaged row's timestamp near year 9999: it never settles
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def held(engine: Engine, feed: str, settle: timedelta, now: datetime) -> int:
@@ -144,8 +180,16 @@ def stored_posts(config: Config) -> list[Post]:
     with engine_for(config).connect() as conn:
         rows = conn.execute(select(feed_entries).where(feed_entries.c.feed.in_(list(by_name)),
                                                        feed_entries.c.status == Status.NEW)).all()
-    return [_post(json.loads(row.post), _ready_at(row, by_name[row.feed].settle_time), config)
-            for row in rows]
+    posts = []
+    for row in rows:
+        # One damaged row (an older version's, a hand edit) is skipped, never the whole run.
+        try:
+            posts.append(_post(row, by_name[row.feed].settle_time, config))
+        except ValueError as exc:
+            if (row.feed, row.slug, str(exc)) not in _warned:   # once a process, not every read
+                _warned.add((row.feed, row.slug, str(exc)))
+                log.warning("feed %s: stored entry %s %s; skipped", row.feed, row.slug, exc)
+    return posts
 
 
 def stored_version(config: Config) -> str:
@@ -160,11 +204,28 @@ def stored_version(config: Config) -> str:
     return f"{count}:{last}"
 
 
-def _post(data: dict[str, Any], ready: datetime, config: Config) -> Post:
-    """A stored entry as a Post, dated in the config's time zone (as the footer shows it)."""
-    return Post(path=data["path"], slug=data["slug"], title=data["title"],
-                date=datetime.fromisoformat(data["date"]).astimezone(config.tz),
-                canonical_url=data["canonical_url"],
-                body_markdown=data["body_markdown"], body_html=data["body_html"], author=data["author"],
-                summary=data["summary"], tags=tuple(data["tags"]), image=data["image"],
-                available_at=ready)
+def _post(row: Any, settle: timedelta, config: Config) -> Post:
+    """A stored entry as a Post, dated in the config's time zone (as the footer shows it).
+    Raises ValueError saying what is wrong with a row no Post can be made of: its dates outside
+    1970-2200 (date arithmetic would overflow later), its link not http(s), fields missing."""
+    try:
+        data = json.loads(row.post)
+        when = datetime.fromisoformat(data["date"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("has no readable date") from None
+    for stamp in (when, row.first_seen, row.changed_at):
+        if not date_in_range(stamp):
+            raise ValueError(f"is dated {stamp.isoformat()}, outside {RANGE}")
+    if not is_http_url(str(data.get("canonical_url"))):
+        raise ValueError(f"links to {data.get('canonical_url')!r}, not an http(s) URL")
+    image = data.get("image")
+    try:
+        return Post(path=data["path"], slug=data["slug"], title=data["title"],
+                    date=(when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(config.tz),
+                    canonical_url=data["canonical_url"],
+                    body_markdown=data["body_markdown"], body_html=data["body_html"],
+                    author=data["author"], summary=data["summary"], tags=tuple(data["tags"]),
+                    image=image if isinstance(image, str) and is_http_url(image) else None,
+                    available_at=_ready_at(row, settle))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"is incomplete ({exc})") from None

@@ -20,19 +20,27 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.fields import RANGE, date_in_range, out_of_range, year_out_of_range
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.I)
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_LONGEST = timedelta(days=3653)
 # Intervals count from a fixed point, so `every: 6h` fires at the same times after a restart.
 _ANCHOR = datetime(2020, 1, 6)
 
 
 def parse_duration(text: str) -> timedelta:
-    """"90s", "15m", "6h", "1h30m", "2d", "1w" -> timedelta. Raises ValueError naming the forms."""
+    """"90s", "15m", "6h", "1h30m", "2d", "1w" -> timedelta. Raises ValueError naming the forms,
+    or the limit (ten years) for a longer one."""
     compact = str(text).replace(" ", "").lower()
     parts = _DURATION.findall(compact)
     if not compact or not parts or "".join(n + u for n, u in parts) != compact:
         raise ValueError(f"{text!r} is not a duration; write e.g. 90s, 15m, 6h, 1h30m, 2d or 1w")
-    return timedelta(**{_UNITS[u]: sum(float(n) for n, unit in parts if unit == u) for _, u in parts})
+    seconds = sum(float(n) * _SECONDS[u] for n, u in parts)
+    # `now - max_lateness` or an interval of centuries overflows a date-time (or timedelta itself).
+    if seconds > _LONGEST.total_seconds():
+        raise ValueError(f"{text!r} is too long; at most 10 years ({_LONGEST.days}d)")
+    return timedelta(seconds=seconds)
 
 
 class Entry(BaseModel):
@@ -71,6 +79,29 @@ class Entry(BaseModel):
     def _duration(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
+        return v
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, v: str | None) -> str | None:
+        if v is not None and not parse_duration(v):
+            raise ValueError(f"{v!r} is no interval; give one of at least 1s")
+        return v
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at_year(cls, v: object) -> object:
+        # A year `datetime` cannot hold (99999) would read as a malformed date-time.
+        if isinstance(v, str) and year_out_of_range(v):
+            raise ValueError(f"{v.strip()} is outside {RANGE}")
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _at_in_range(cls, v: datetime | None) -> datetime | None:
+        # Fire times and `run --once` do date-time arithmetic on it: year 1 minus a week overflows.
+        if v is not None and not date_in_range(v):
+            raise ValueError(out_of_range(v))
         return v
 
     @field_validator("cron")

@@ -22,9 +22,10 @@ from sqlalchemy import Engine, func
 from sqlalchemy import select as sql_select
 
 from pipeline.config import Config, load_config
+from pipeline.fields import EARLIEST
 from pipeline.intake.posts import LoadResult
 from pipeline.intake.sources import load_all, refresh_feeds
-from pipeline.models import Edition, Post, Status
+from pipeline.models import Edition, Post, Severity, Status
 from pipeline.plan import publishable
 from pipeline.preview import render_post
 from pipeline.publish import ChannelReport, publish_edition, publish_rendered
@@ -185,9 +186,12 @@ def next_digests(config: Config, *, now: datetime | None = None, local: LoadResu
 
 
 def _last_digest(engine: Engine, entry: str, before: datetime) -> datetime | None:
+    # A stored time before 1970 (a damaged row) is not a last digest: `since` would be year 1,
+    # and moving it to the entry's time zone overflows.
     with engine.connect() as conn:
         return conn.execute(sql_select(func.max(schedule_runs.c.fire_time))
                             .where(schedule_runs.c.entry == entry, schedule_runs.c.status == "ran",
+                                   schedule_runs.c.fire_time >= EARLIEST,
                                    schedule_runs.c.fire_time < before)).scalar()
 
 
@@ -222,6 +226,7 @@ def run_once(config: Config, *, now: datetime | None = None, dry_run: bool = Fal
     engine = engine_for(config)
     done: dict[str, list[ChannelReport]] = {}
     refresh_feeds(config, now=now)       # feeds first: planning sees their new entries
+    _log_unsendable(config, now)
     due = publish_due(config, now=now, dry_run=dry_run)
     if due:
         done["publish_at"] = due
@@ -232,6 +237,14 @@ def run_once(config: Config, *, now: datetime | None = None, dry_run: bool = Fal
         log.info("%s: firing (due %s)", entry.name, fire.isoformat())
         done[entry.name] = run_entry(config, entry, fire, now=now, dry_run=dry_run)
     return done
+
+
+def _log_unsendable(config: Config, now: datetime) -> None:
+    """Log each post that cannot be read (a bad date, a bad URL, ...): the run sends the others,
+    and a cron job's log says why one was left out."""
+    for problem in load_all(config, now=now).problems:
+        if problem.severity is Severity.ERROR:
+            log.warning("%s (not sent)", problem)
 
 
 # -- the daemon ---------------------------------------------------------------------------------
@@ -253,6 +266,7 @@ def fire(config_path: str, name: str) -> None:
         log.info("%s: the run due %s already ran", name, fire_time.isoformat())
         return
     refresh_feeds(config)                # feeds first: planning sees their new entries
+    _log_unsendable(config, datetime.now(UTC))
     for report in run_entry(config, entry, fire_time, stop=_daemon_stop):
         log.info("%s -> %s: %d sent, %d failed, %d already sent%s", name, report.channel, report.sent,
                  report.failed, report.already_sent, f" ({report.error})" if report.error else "")
