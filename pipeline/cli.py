@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -13,8 +14,8 @@ from rich.text import Text
 
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
-from pipeline.models import Problem, Severity
-from pipeline.preview import Batch, render_posts, write_preview
+from pipeline.models import Post, Problem, Severity
+from pipeline.preview import Batch, load_articles, render_posts, write_preview
 
 # markup=False: file names, addresses and server replies are data, never rich markup.
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -96,9 +97,10 @@ def check(obj: _Context, strict: bool) -> None:
 @click.option("--serve", is_flag=True, help="serve a preview page instead (re-rendered as files change)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="with --serve: the address to listen on")
 @click.option("--port", type=int, default=None, help="with --serve: the port (default: preview.port, 8001)")
+@click.option("--posts-only", is_flag=True, help="only the posts of `posts:`, not ready feed entries")
 @click.pass_obj
 def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: bool, host: str,
-            port: int | None) -> None:
+            port: int | None, posts_only: bool) -> None:
     """Write each post's email (HTML, text, .eml) and snippets to disk, and print a table; with
     --serve, show them all on a local web page instead.
 
@@ -111,15 +113,19 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
     if serve:
         _serve_preview(config, host, port or config.preview.port)
         return
-    batch = render_posts(config, slugs)
+    articles = load_articles(config, posts_only=posts_only)
+    batch = render_posts(config, slugs, loaded=articles.loaded)
     target = Path(out_dir) if out_dir else config.path(config.preview.out)
     for item in batch.rendered:
         write_preview(item, config, target)
     if not out_dir:        # out/feed.xml (`feed.out`), the Atom feed of the posts; --out writes previews only
-        _build_feed(config)
+        _build_feed(config, posts=articles.local)
     _preview_table(batch, config)
     report(batch.problems)
     out.print(f"Wrote {len(batch.rendered)} preview(s) to {target}/")
+    if articles.settling:
+        out.print(f"{articles.settling} feed entr{'y is' if articles.settling == 1 else 'ies are'} "
+                  "still settling: previewed once ready (`pipeline preview --serve` shows when)")
     if batch.errors:
         sys.exit(1)
 
@@ -621,10 +627,10 @@ def build_feed(obj: _Context, out_file: str | None) -> None:
     _build_feed(obj.config, Path(out_file) if out_file else None)
 
 
-def _build_feed(config: Config, target: Path | None = None) -> None:
+def _build_feed(config: Config, target: Path | None = None, *, posts: Sequence[Post] | None = None) -> None:
     from pipeline.feed_out import write_feed
 
-    path, count = write_feed(config, target)
+    path, count = write_feed(config, target, posts=posts)
     out.print(f"Wrote the Atom feed ({count} entries) to {path}")
 
 

@@ -33,9 +33,12 @@ def feed_url(config: Config) -> str:
     return config.feed.url or f"{config.site.url}/feed.xml"
 
 
-def feed_posts(config: Config, *, now: datetime | None = None) -> list[Post]:
-    """The posts the feed lists: publishable by `now`, newest first, at most `feed.limit`."""
-    ready = publishable(load_posts(config).posts, now or datetime.now(UTC))
+def feed_posts(config: Config, *, now: datetime | None = None,
+               posts: Sequence[Post] | None = None) -> list[Post]:
+    """The posts the feed lists: publishable by `now`, newest first, at most `feed.limit`.
+    `posts`: the posts of `posts/` already loaded, instead of reading the folder again."""
+    loaded = posts if posts is not None else load_posts(config).posts
+    ready = publishable(loaded, now or datetime.now(UTC))
     return sorted(ready, key=lambda p: (p.date, p.slug), reverse=True)[: config.feed.limit]
 
 
@@ -83,11 +86,12 @@ def _alternate_links(document: bytes) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def write_feed(config: Config, out: Path | None = None, *, now: datetime | None = None) -> tuple[Path, int]:
+def write_feed(config: Config, out: Path | None = None, *, now: datetime | None = None,
+               posts: Sequence[Post] | None = None) -> tuple[Path, int]:
     """Write the feed to `out` (default: `feed.out`) atomically; returns the path and the number
-    of entries."""
+    of entries. `posts`: the posts of `posts/` already loaded."""
     target = out or config.path(config.feed.out)
-    posts = feed_posts(config, now=now)
+    posts = feed_posts(config, now=now, posts=posts)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".tmp")
     partial.write_bytes(build_feed(config, posts))

@@ -1,6 +1,7 @@
 """Render posts and write what each channel would receive to disk, for a person to look at.
 
-No network access and no state: `pipeline preview` can run anywhere, any time.
+No network access: `pipeline preview` can run anywhere, any time. With feeds in `sources:` it
+also reads their stored entries from the state database (what `pipeline fetch` stored).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.intake.posts import LoadResult, load_posts
+from pipeline.intake.sources import load_all
 from pipeline.models import Post, Problem, Rendered, Severity
 from pipeline.render.email import render_edition
 from pipeline.render.links import footer
 from pipeline.render.mime import build_message
 from pipeline.render.personalize import Fill
 from pipeline.render.social import snippets, threads
+from pipeline.store.feed_entries import stored_posts
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,28 @@ class Batch:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity is Severity.ERROR]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Articles:
+    """What `preview` shows: the posts (and, unless posts only, the feed entries ready to go out),
+    the posts of `posts/` alone (the Atom feed lists only those), and how many feed entries are
+    still settling."""
+
+    loaded: LoadResult
+    local: tuple[Post, ...]
+    settling: int = 0
+
+
+def load_articles(config: Config, *, posts_only: bool = False, now: datetime | None = None) -> Articles:
+    """Read `posts/` once, and the stored feed entries unless `posts_only`."""
+    now = now or datetime.now(UTC)
+    local = load_posts(config)
+    if posts_only or not config.feeds:
+        return Articles(loaded=local, local=local.posts)
+    loaded = load_all(config, now=now, local=local)
+    settling = sum(1 for p in stored_posts(config) if p.available_at is not None and p.available_at > now)
+    return Articles(loaded=loaded, local=local.posts, settling=settling)
 
 
 def render_post(post: Post, config: Config) -> Rendered:
