@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pipeline.config import find_config, load_config, resolve_env
@@ -299,22 +300,10 @@ def test_a_channel_setting_from_the_environment_is_never_quoted(project, monkeyp
     assert error.startswith(f"error: {cfg.name}:{line + 1}: channels.mail.port: ")
 
 
-def test_the_preview_page_never_shows_a_secret_from_a_bad_config(project, monkeypatch):
-    import asyncio
-
-    import httpx
-
-    from pipeline.web.preview_page import create_preview_app
-
+def test_the_preview_page_never_shows_a_secret_from_a_bad_config(project, monkeypatch, preview_server):
     monkeypatch.setenv("PIPELINE_TEST_TZ", SECRET)
-    cfg, _ = _edit(project, "timezone: America/New_York", 'timezone: "${PIPELINE_TEST_TZ}"')
-
-    async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_preview_app(cfg))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.get("/")
-
-    page = asyncio.run(get())
+    _edit(project, "timezone: America/New_York", 'timezone: "${PIPELINE_TEST_TZ}"')
+    page = httpx.get(preview_server() + "/", timeout=30)
     assert "${PIPELINE_TEST_TZ}" in page.text and SECRET not in page.text
 
 
