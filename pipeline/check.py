@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import jinja2
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.intake.permalinks import site_config
+from pipeline.intake.posts import load_posts
 from pipeline.intake.sources import load_all
 from pipeline.models import Problem
 from pipeline.preview import render_posts
@@ -51,3 +55,45 @@ def check_all(config: Config) -> list[Problem]:
     articles = load_all(config, now=datetime.max.replace(tzinfo=UTC))
     return [*check_channels(config), *check_templates(config),
             *render_posts(config, loaded=articles).problems]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlRow:
+    slug: str
+    url: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlReport:
+    """`check --urls`: where the canonical URLs come from, and each post's."""
+
+    source: str                   # e.g. "Hugo (../blog/hugo.toml)"
+    base_url: str
+    notes: tuple[str, ...]        # what was read but not understood, or assumed
+    rows: tuple[UrlRow, ...]
+    problems: tuple[Problem, ...]
+
+
+def check_urls(config: Config) -> UrlReport:
+    """Each post's slug and canonical URL as it will be sent (a `canonical_url:` in its front
+    matter, else derived), for the user to compare with the live site."""
+    loaded = load_posts(config)
+    rows = tuple(UrlRow(slug=p.slug, url=p.canonical_url, path=p.path) for p in loaded.posts)
+    if config.site.generator == "none":
+        return UrlReport(source=f"site.url + site.permalink ({config.site.permalink})",
+                         base_url=config.site.url, notes=(), rows=rows, problems=loaded.problems)
+    site = site_config(config)
+    files = ", ".join(map(site.shown, site.files)) or f"no config file in {site.shown_root}"
+    base = site.base_url or config.site.url
+    notes = list(site.notes)
+    if _bare_host(base) != _bare_host(config.site.url):
+        # UTM tagging (utm.scope: site) and the site's host in the footer go by site.url.
+        notes.append(f"site.url is {config.site.url} but {site.name} publishes at {base}; set "
+                     "site.url to the same host so links to the site are tagged")
+    return UrlReport(source=f"{site.name} ({files})", base_url=base, notes=tuple(notes), rows=rows,
+                     problems=loaded.problems)
+
+
+def _bare_host(url: str) -> str:
+    return (urlsplit(url).hostname or "").removeprefix("www.")

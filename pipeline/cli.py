@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline.config import Config, load_config
@@ -70,16 +70,23 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 @cli.command(short_help="Validate config, templates and posts.")
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
+@click.option("--urls", is_flag=True,
+              help="instead, list each post's slug and canonical URL, to compare with the live site")
 @click.pass_obj
-def check(obj: _Context, strict: bool) -> None:
-    """Validate config, templates and every post; print every problem.
+def check(obj: _Context, strict: bool, urls: bool) -> None:
+    """Validate config, templates and every post; print every problem. With --urls, list each
+    post's canonical URL as it will be sent (from site.generator's config, or site.permalink).
 
     \b
-    Example:
+    Examples:
       pipeline check --strict
+      pipeline check --urls
     """
     from pipeline.check import check_all
 
+    if urls:
+        _url_table(obj.config, strict)
+        return
     problems = check_all(obj.config)
     report(problems)
     errors = [p for p in problems if p.severity is Severity.ERROR or strict]
@@ -88,6 +95,27 @@ def check(obj: _Context, strict: bool) -> None:
         sys.exit(1)
     warnings = len(problems)
     out.print(f"OK: config, templates and posts are valid ({warnings} warning(s))")
+
+
+def _url_table(config: Config, strict: bool) -> None:
+    from pipeline.check import check_urls
+
+    urls = check_urls(config)
+    out.print(f"Canonical URLs from {urls.source}; base {urls.base_url}")
+    # A URL is never wrapped or cut, so that it can be copied whole; the other columns give way.
+    table = Table(Column("slug", overflow="fold"), Column("URL", no_wrap=True, overflow="ignore"),
+                  Column("file", overflow="fold"))
+    for row in urls.rows:
+        table.add_row(row.slug, row.url, row.path)
+    out.print(table)
+    for note in urls.notes:
+        say("note", note)
+    report(urls.problems)
+    errors = [p for p in urls.problems if p.severity is Severity.ERROR or strict]
+    if errors:
+        err.print(f"{len(errors)} problem(s) found")
+        sys.exit(1)
+    out.print(f"{len(urls.rows)} post(s)")
 
 
 @cli.command(short_help="Render previews to disk, or serve them.")
@@ -126,7 +154,8 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
     if articles.settling:
         out.print(f"{articles.settling} feed entr{'y is' if articles.settling == 1 else 'ies are'} "
                   "still settling: previewed once ready (`pipeline preview --serve` shows when)")
-    if batch.errors:
+    # Nothing rendered while files were found and named (not read, refused): not a success.
+    if batch.errors or (not batch.rendered and batch.problems):
         sys.exit(1)
 
 

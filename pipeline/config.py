@@ -30,6 +30,7 @@ from pydantic import (
 from pipeline.errors import ConfigError
 from pipeline.fields import email_address, http_url
 from pipeline.intake.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
+from pipeline.intake.site_config import SiteConfigError, read_site_config
 from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.networks.registry import NETWORKS
 from pipeline.timetable.entries import Entry
@@ -45,7 +46,12 @@ class Site(_Model):
     name: str
     url: Annotated[str, http_url("https://example.com")]
     locale: str = "en_US"
-    permalink: str = "/{slug}/"
+    permalink: str = "/{slug}/"      # with `generator: none`; a generator has its own rules
+    # The blog's site generator, whose config (under `root`) gives each post's URL as the live
+    # site has it; `none`: site.url + permalink; `auto`: found from root's files.
+    generator: Literal["auto", "hugo", "jekyll", "pelican", "eleventy", "astro", "none"] = "none"
+    root: str = "."                  # the blog's repository, relative to config.yaml's folder
+    generator_config: str | None = None   # the generator's config file, if not its usual name
 
     @field_validator("locale")
     @classmethod
@@ -262,9 +268,30 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     # Checked on the data, not in a model validator, so they come with the field errors, each
     # with its place, rather than alone and placeless once every field is right.
     errors += [f"{_where(cfg_path, lines, loc)}: {msg}" for loc, msg in cross_references(data)]
+    if not errors:
+        errors += _generator_errors(config, cfg_path, lines)
     if errors:
         raise ConfigError(mask_secrets("\n".join(errors), raw))
     return config
+
+
+def _generator_errors(config: Config, cfg: Path, lines: Mapping[tuple[str | int, ...], int]) -> list[str]:
+    """The blog's generator config (`site.generator`), read now so that a missing or broken one is
+    one config error naming its file, not a failure per post; read once, then cached for the
+    post loader (see `intake/site_config.py`)."""
+    if config.site.generator == "none":
+        return []
+    root = config.path(config.site.root)
+    try:
+        read_site_config(config.site.generator, root, file=config.site.generator_config,
+                         shown_root=config.site.root)
+    except SiteConfigError as exc:
+        return [f"{_where(cfg, lines, ('site', exc.key))}: {exc}" if exc.key else str(exc)]
+    posts = config.path(config.posts).resolve()
+    if any(isinstance(s, PostsSource) for s in config.sources) and not posts.is_relative_to(root.resolve()):
+        return [f"{_where(cfg, lines, ('posts',))}: {config.posts} is not inside site.root "
+                f"({config.site.root}): with site.generator, the posts are the blog's own files"]
+    return []
 
 
 def cross_references(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

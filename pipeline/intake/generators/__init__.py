@@ -1,0 +1,2 @@
+"""Site generators (Hugo, Jekyll, Pelican, Eleventy, Astro): each module reads its generator's own
+config without running it, and derives a post's URL the way that generator does."""
