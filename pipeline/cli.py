@@ -20,7 +20,7 @@ from pipeline.preview import Batch, load_articles, render_posts, write_preview
 # markup=False: file names, addresses and server replies are data, never rich markup.
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-STYLES = {"error": "red", "warning": "yellow", "note": "yellow"}
+STYLES = {"error": "red", "warning": "yellow", "note": "cyan"}
 
 
 def say(kind: str, message: str, indent: str = "") -> None:
@@ -89,12 +89,18 @@ def check(obj: _Context, strict: bool, urls: bool) -> None:
         return
     problems = check_all(obj.config)
     report(problems)
-    errors = [p for p in problems if p.severity is Severity.ERROR or strict]
+    errors = _failing(problems, strict)
     if errors:
         err.print(f"{len(errors)} problem(s) found")
         sys.exit(1)
-    warnings = len(problems)
+    warnings = sum(p.severity is Severity.WARNING for p in problems)
     out.print(f"OK: config, templates and posts are valid ({warnings} warning(s))")
+
+
+def _failing(problems: Sequence[Problem], strict: bool) -> list[Problem]:
+    """The problems that fail `check`: errors, and with --strict warnings too (never notes)."""
+    return [p for p in problems
+            if p.severity is Severity.ERROR or (strict and p.severity is Severity.WARNING)]
 
 
 def _url_table(config: Config, strict: bool) -> None:
@@ -111,7 +117,7 @@ def _url_table(config: Config, strict: bool) -> None:
     for note in urls.notes:
         say("note", note)
     report(urls.problems)
-    errors = [p for p in urls.problems if p.severity is Severity.ERROR or strict]
+    errors = _failing(urls.problems, strict)
     if errors:
         err.print(f"{len(errors)} problem(s) found")
         sys.exit(1)

@@ -12,6 +12,7 @@ from types import MappingProxyType
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    NOTE = "note"        # worth knowing, nothing to fix (a file in the posts folder that is not a post)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +112,7 @@ class Snippet:
     limit: int
     link: Link | None             # None for a thread part that does not carry the link
     tags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()   # for the author: what the snippet left out and why (a tag "2024")
 
     def __post_init__(self) -> None:
         if self.length > self.limit:
@@ -118,7 +120,8 @@ class Snippet:
 
     def as_json(self) -> dict[str, object]:
         return {"text": self.text, "length": self.length, "limit": self.limit,
-                "link": self.link.uri if self.link else None, "tags": list(self.tags)}
+                "link": self.link.uri if self.link else None, "tags": list(self.tags),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -127,7 +127,8 @@ def test_date_outside_1970_to_2200_is_one_line_naming_the_field(config, write_po
 def test_missing_date(config, write_post):
     write_post("bad.md", "---\ntitle: T\n---\n\nBody.\n")
     line = _only_problem(load_posts(config), "bad.md")
-    assert line == "posts/bad.md: front matter: 'date' is missing; add `date: ...`"
+    assert line == ("posts/bad.md: front matter: 'date' is missing; add `date: ...` "
+                    "(or start the file name with it: 2024-03-12-name.md)")
 
 
 def test_missing_date_is_an_error_naming_date(config, write_post):
@@ -137,13 +138,14 @@ def test_missing_date_is_an_error_naming_date(config, write_post):
 
 
 def test_unknown_field_is_a_warning_and_post_loads(config, write_post):
-    write_post("extra.md", "---\ntitle: T\ndate: 2024-01-01\nlayout: post\n---\n\nBody.\n")
+    # `layout:` (Jekyll's) is known and ignored silently; a key no generator uses is a warning.
+    write_post("extra.md", "---\ntitle: T\ndate: 2024-01-01\nlayout: post\ncolour: blue\n---\n\nBody.\n")
     result = load_posts(config)
     assert "extra" in {p.slug for p in result.posts}
     assert {p.slug for p in result.posts} >= SHIPPED_SLUGS
     [problem] = result.problems
     assert problem.severity is Severity.WARNING
-    assert str(problem) == "posts/extra.md: front matter: unknown field 'layout' (ignored)"
+    assert str(problem) == "posts/extra.md: front matter: unknown field 'colour' (ignored)"
 
 
 def test_non_utf8_file_names_the_line(config, write_post):
@@ -288,11 +290,15 @@ def test_markdown_suffix_is_loaded(config, write_post):
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "draft.md.bak", "README", "x.html"])
-def test_other_suffixes_are_ignored(config, write_post, name):
+def test_other_suffixes_are_not_read_and_named(config, write_post, name):
     write_post(name, "---\ntitle: T\ndate: 2024-01-01\n---\n\nBody.\n")
     result = load_posts(config)
     assert {p.slug for p in result.posts} == SHIPPED_SLUGS
-    assert result.problems == ()
+    [problem] = result.problems
+    assert problem.where == f"posts/{name}"
+    assert problem.severity is Severity.WARNING
+    assert problem.message.startswith("not read: ")
+    assert problem.message.endswith("is not a post; the pipeline reads .md, .markdown, .mdx and .rst files")
 
 
 def test_multiline_title_is_collapsed_to_one_line(config, write_post):

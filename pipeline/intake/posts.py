@@ -1,41 +1,49 @@
-"""posts/*.md -> Post: front matter, slug, dates, Markdown -> sanitized HTML.
+"""The posts folder -> Posts: front matter of any format, slug, dates, body -> sanitized HTML.
 
-A bad post becomes a Problem naming the file and the field; the other posts go on.
+Posts are read as their own generator reads them: Markdown (`.md`, `.markdown`, `.mdx`) with
+YAML, TOML, JSON or Pelican front matter (`front_matter`), reStructuredText (`rst`), keys mapped
+from each generator's names (`post_fields`), dates in their forms or from the file name
+(`post_dates`), the folder read recursively with page bundles (`post_folder`). A bad post becomes
+a Problem naming the file and the field; the other posts go on. Nothing is skipped silently.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-import frontmatter
 import nh3
-import yaml
 from markdown_it import MarkdownIt
 from mdit_py_plugins.footnote import footnote_plugin
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from slugify import slugify
 
 from pipeline.config import Config
-from pipeline.errors import PostError
+from pipeline.errors import ConfigError, PipelineError, PostError
 from pipeline.fields import RANGE, date_in_range, is_http_url, year_out_of_range
-from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
+from pipeline.intake import front_matter
+from pipeline.intake.leftovers import clean_body
+from pipeline.intake.permalinks import post_url
+from pipeline.intake.post_dates import DATE_FORMS, NotADate, name_date, parse_date
+from pipeline.intake.post_fields import map_fields
+from pipeline.intake.post_folder import POST_SUFFIXES, PostFile, scan
+from pipeline.intake.rst import RstError, read_rst
+from pipeline.intake.textfile import NotUtf8, read_utf8
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
-from pipeline.render.links import absolute, canonical_url
+from pipeline.render.links import absolute
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".md", ".markdown")
-DATE_FORMS = "YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS+HH:MM"
+SUFFIXES = POST_SUFFIXES
 ALLOWED_TAGS = (nh3.ALLOWED_TAGS - {"map", "area", "nav", "header", "footer"})
 ALLOWED_ATTRS = {
     "a": {"href", "title"}, "img": {"src", "alt", "title", "width", "height"},
@@ -44,6 +52,8 @@ ALLOWED_ATTRS = {
 }
 URL_ATTRS = {"href", "src"}
 URL_SCHEMES = {"http", "https", "mailto"}   # the only schemes an href or src in an edition may have
+MISSING_DATE = ("front matter: 'date' is missing; add `date: ...` "
+                "(or start the file name with it: 2024-03-12-name.md)")
 
 _markdown = (MarkdownIt("commonmark", {"html": True, "linkify": True})
              .enable(["table", "strikethrough", "linkify"]).use(footnote_plugin))
@@ -58,9 +68,9 @@ class SocialFields(BaseModel):
 
 
 class FrontMatter(BaseModel):
-    """The fields a post's front matter may carry. Unknown fields are warned about, not fatal."""
+    """The pipeline's fields of a post, once `post_fields` has mapped the generator's keys."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
     title: str
     date: datetime | date
     canonical_url: str | None = None
@@ -99,46 +109,61 @@ class FrontMatter(BaseModel):
         return v
 
 
-KNOWN_FIELDS = set(FrontMatter.model_fields)
-
-
 @dataclass(frozen=True, kw_only=True)
 class LoadResult:
-    """Posts that loaded, and one problem per file that did not (plus warnings)."""
+    """Posts that loaded, and one problem per file that did not (plus warnings and notes)."""
 
     posts: tuple[Post, ...]
     problems: tuple[Problem, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Source:
+    """A post file read: its front matter, and its body as Markdown (cleaned of template and MDX
+    leftovers) or, for reStructuredText, as the HTML docutils wrote (`markdown` False)."""
+
+    meta: dict[str, Any]
+    written: Mapping[str, Any]
+    body: str
+    markdown: bool
+    notes: list[str]
+
+
 def post_files(folder: Path) -> list[Path]:
-    """Markdown files in `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    """The post files under `folder` (recursively), sorted by path."""
+    return [item.path for item in scan(folder).posts]
 
 
 def load_posts(config: Config, folder: Path | None = None) -> LoadResult:
-    """Load every post in the posts folder. Never raises for a bad post."""
+    """Load every post under the posts folder. Never raises for a bad post; every file that is
+    not read is named too."""
     folder = folder or config.path(config.posts)
     if not folder.is_dir():
         problem = Problem(where=str(folder), message="posts folder not found (config key `posts`)")
         return LoadResult(posts=(), problems=(problem,))
+    found = scan(folder)
     posts: list[Post] = []
     problems: list[Problem] = []
-    for path in post_files(folder):
+    for item in found.posts:
         try:
-            post, warnings = load_post(path, config, display=_display(path, config))
+            post, warnings = load_post(item.path, config, display=_display(item.path, config),
+                                       bundle=item.bundle)
         except PostError as exc:
             problems.extend(Problem(where=exc.path, message=reason) for reason in exc.reasons)
             continue
         posts.append(post)
         problems.extend(warnings)
+    problems.extend(Problem(where=_display(u.path, config), message=u.reason, severity=u.severity)
+                    for u in found.unread)
     _check_unique(posts, problems)
     posts.sort(key=lambda p: (p.date, p.slug))
     return LoadResult(posts=tuple(posts), problems=tuple(problems))
 
 
 def _display(path: Path, config: Config) -> str:
+    # The folder resolved, not the file: a linked post is shown where it is linked.
     try:
-        return str(path.resolve().relative_to(config.root.resolve()))
+        return (path.parent.resolve() / path.name).relative_to(config.root.resolve()).as_posix()
     except ValueError:
         return str(path)
 
@@ -154,25 +179,31 @@ def _check_unique(posts: list[Post], problems: list[Problem]) -> None:
             seen[post.slug] = post.path
 
 
-def load_post(path: Path, config: Config, *, display: str | None = None
+def load_post(path: Path, config: Config, *, display: str | None = None, bundle: bool = False
               ) -> tuple[Post, list[Problem]]:
-    """Load one post. Raises PostError naming the file and field; returns warnings alongside."""
+    """Load one post. Raises PostError naming the file and field; returns warnings alongside.
+    `bundle`: the file is its folder's page (Hugo's NAME/index.md): named after the folder."""
     where = display or str(path)
-    text = _read_text(path, where)
-    meta, body = _split(text, where)
+    item = PostFile(path=path, bundle=bundle)
+    source = _read(path, where)
+    mapped = map_fields(source.meta, source.written)
+    fields, keys = dict(mapped.fields), dict(mapped.keys)
     problems: list[str] = []
+    if "date" not in fields:
+        problems += _name_date(item.name, fields, keys)
+    fm = None
     try:
-        fm = _validate(meta, where)
+        fm = _validate(fields, keys, where, skip={"date"} if problems else set())
     except PostError as exc:
         problems += exc.reasons
-    if not body.strip():
+    if not _has_text(source):
         problems.append("empty body: write the article below the front matter")
-    if problems:
+    if problems or fm is None:
         raise PostError(where, *problems)
-    warnings = [Problem(where=where, severity=Severity.WARNING,
-                        message=f"front matter: unknown field {k!r} (ignored)")
-                for k in (fm.model_extra or {})]
-    return _build(fm, body, path, where, config), warnings
+    post = _build(fm, source, item, where, config, categories=mapped.categories)
+    warnings = [Problem(where=where, severity=Severity.WARNING, message=m)
+                for m in (*mapped.warnings, *source.notes)]
+    return post, warnings
 
 
 def _read_text(path: Path, where: str) -> str:
@@ -180,95 +211,100 @@ def _read_text(path: Path, where: str) -> str:
         return read_utf8(path)
     except NotUtf8 as exc:
         raise PostError(where, f"{exc}; save the file as UTF-8") from None
+    except OSError as exc:          # a dangling link, a file without read permission
+        raise PostError(where, f"cannot be read ({exc.strerror or exc})") from None
 
 
-class _FrontMatterLoader(yaml.SafeLoader):
-    """SafeLoader that leaves timestamps as strings: dates are parsed by `_parse_date`, so an
-    impossible date ("2020-13-01") gets a message naming the field instead of a crash."""
-
-
-_FrontMatterLoader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
-def _split(text: str, where: str) -> tuple[dict[str, Any], str]:
-    handler = frontmatter.YAMLHandler()
-    if not handler.detect(text):
-        raise PostError(where, "no front matter: start the file with a --- block holding "
-                               "title: and date:")
+def _read(path: Path, where: str) -> _Source:
+    """The file's front matter and body, by its kind: reStructuredText, or Markdown/MDX."""
+    text = _read_text(path, where)
+    if path.suffix.lower() == ".rst":
+        try:
+            doc = read_rst(text)
+        except RstError as exc:
+            raise PostError(where, f"reStructuredText could not be read ({exc})") from None
+        return _Source(meta=doc.meta, written={}, body=doc.html, markdown=False, notes=list(doc.warnings))
     try:
-        fm_text, body = handler.split(text)
-    except ValueError:
-        raise PostError(where, "front matter is not closed: add a --- line after it") from None
-    try:
-        meta, _ = load_yaml(fm_text, _FrontMatterLoader)
-    except YamlTooLarge as exc:
-        raise PostError(where, f"front matter: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise PostError(where, f"{line}front matter is not valid YAML ({problem})") from None
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, dict):
-        raise PostError(where, "front matter must be key: value lines (a YAML mapping)")
-    return meta, body
+        split = front_matter.split(text)
+    except front_matter.FrontMatterError as exc:
+        raise PostError(where, str(exc)) from None
+    body, notes = clean_body(split.body, first_line=split.first_line, mdx=path.suffix.lower() == ".mdx")
+    return _Source(meta=split.meta, written=split.written, body=body, markdown=True, notes=list(notes))
 
 
-def _validate(meta: dict[str, Any], where: str) -> FrontMatter:
-    """The front matter, validated. Raises PostError with every problem of its fields at once."""
-    meta = {str(k): v for k, v in meta.items()}
+def _has_text(source: _Source) -> bool:
+    if source.markdown:
+        return bool(source.body.strip())
+    return bool(nh3.clean(source.body, tags=set()).strip()) or "<img" in source.body
+
+
+def _name_date(name: str, fields: dict[str, Any], keys: dict[str, str]) -> list[str]:
+    """The date a Jekyll/Eleventy/Pelican file name (or a page bundle's folder) starts with, put
+    into `fields` when the front matter has none; the problem with it, if any."""
+    named = name_date(name)
+    if named is None:
+        return []
+    written, day = named
+    if day is None:
+        return [f"file name: {written!r} is not a date; correct it, or add `date: ...`"]
+    if not date_in_range(day):
+        return [f"file name: date {written} is outside {RANGE}; correct it, or add `date: ...`"]
+    fields["date"] = day
+    keys["date"] = "date"
+    return []
+
+
+def _validate(fields: dict[str, Any], keys: Mapping[str, str], where: str, skip: set[str]
+              ) -> FrontMatter | None:
+    """The fields, validated. Raises PostError with every problem at once, each naming the key
+    as the post wrote it; `skip`: fields whose problem is already reported (None when that is
+    the only one)."""
+    fields = dict(fields)
     problems: list[str] = []
-    bad_dates: set[str] = set()
-    for key in ("date", "publish_at"):
-        if meta.get(key) is not None:
+    bad = set(skip)
+    for field in ("date", "publish_at"):
+        if fields.get(field) is not None:
             try:
-                meta[key] = _parse_date(meta[key], key, where)
+                fields[field] = _parse_date(fields[field], keys.get(field, field), where)
             except PostError as exc:
                 problems += exc.reasons
-                bad_dates.add(key)
+                bad.add(field)
+    fm = None
     try:
-        fm = FrontMatter.model_validate(meta)
+        fm = FrontMatter.model_validate(fields)
     except ValidationError as exc:
-        problems += [_field_problem(err) for err in exc.errors() if err["loc"][0] not in bad_dates]
+        problems += [_field_problem(err, keys) for err in exc.errors() if err["loc"][0] not in bad]
     if problems:
         raise PostError(where, *problems)
     return fm
 
 
-def _field_problem(err: Any) -> str:
-    """One pydantic error of the front matter as a line naming the field."""
-    field = ".".join(str(p) for p in err["loc"])
+def _field_problem(err: Any, keys: Mapping[str, str]) -> str:
+    """One pydantic error of the front matter as a line naming the key as written."""
+    first = str(err["loc"][0])
+    field = ".".join([keys.get(first, first), *(str(p) for p in err["loc"][1:])])
     if err["type"] == "missing":
-        return f"front matter: {field!r} is missing; add `{field}: ...`"
+        return MISSING_DATE if field == "date" else f"front matter: {field!r} is missing; add `{field}: ...`"
     if err["type"] == "extra_forbidden":
         known = ", ".join(n for n in (*NETWORKS, "thread"))
         return f"front matter: {field!r} is not a known key (known: {known})"
     return f"front matter: {field!r} {err['msg'].lower()} (got {err.get('input')!r})"
 
 
-def _parse_date(value: Any, field: str, where: str) -> Any:
-    """A front matter date (a string, or a date YAML built from an explicit `!!timestamp`), in
+def _parse_date(value: Any, field: str, where: str) -> datetime | date:
+    """A front matter date in one of the forms generators write (see `post_dates`), in
     1970-2200: outside it date arithmetic overflows later (year 1 minus a week), so it is refused
     here, where the message can name the file and the field."""
-    if value is None:
-        return value
     if isinstance(value, datetime | date):
         return _in_range(value, value.isoformat(), field, where)
     text = " ".join(str(value).split())
-    for parse in (datetime.fromisoformat,
-                  lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S %z"),
-                  lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M %z")):
-        try:
-            parsed = parse(text)
-        except ValueError:
-            continue
-        return _in_range(parsed, text, field, where)
     if year_out_of_range(text):      # 0000-01-01, 99999-01-01: years `datetime` cannot hold
         raise PostError(where, f"front matter: {field!r} is {text}, outside {RANGE}")
-    raise PostError(where, f"front matter: {field!r} is {text!r}, not a date ({DATE_FORMS})")
+    try:
+        parsed = parse_date(value)
+    except NotADate:
+        raise PostError(where, f"front matter: {field!r} is {text!r}, not a date ({DATE_FORMS})") from None
+    return _in_range(parsed, text, field, where)
 
 
 def _in_range(when: datetime | date, shown: str, field: str, where: str) -> datetime | date:
@@ -283,16 +319,42 @@ def _aware(value: datetime | date, tz: ZoneInfo) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 
-def _build(fm: FrontMatter, body: str, path: Path, where: str, config: Config) -> Post:
+def _folder_url(url: str) -> str:
+    """`url` ending in `/`: a page bundle's files live below its page, and `urljoin` resolves
+    `image.jpg` against `.../post` to `.../image.jpg`, against `.../post/` to `.../post/image.jpg`."""
+    parts = urlsplit(url)
+    return url if parts.path.endswith("/") else urlunsplit(parts._replace(path=parts.path + "/"))
+
+
+def _relative(url: str) -> bool:
+    """A path relative to the page (`cover.jpg`, `img/a.png`), not to the site or absolute."""
+    url = url.strip()
+    return not urlsplit(url).scheme and not url.startswith("/")
+
+
+def _build(fm: FrontMatter, source: _Source, item: PostFile, where: str, config: Config, *,
+           categories: tuple[str, ...]) -> Post:
     when = _aware(fm.date, config.tz)
     problems: list[str] = []
-    slug = slugify(fm.slug or path.stem)
+    slug = slugify(fm.slug or item.name)
     if not slug:
         problems.append("slug is empty; set `slug:` to letters and digits")
-    canonical = (fm.canonical_url or "").strip() or canonical_url(config.site, slug, when)
-    if not is_http_url(canonical):
+    canonical = (fm.canonical_url or "").strip()
+    if not canonical:
+        try:
+            canonical = post_url(config, slug=slug, date=when, path=item.path, categories=categories,
+                                 meta=MappingProxyType(source.meta))
+        except ConfigError:
+            raise                   # the site's config, not this post: one line, for every post
+        except PipelineError as exc:
+            problems.append(str(exc))
+    if canonical and not is_http_url(canonical):
         problems.append(f"front matter: 'canonical_url' is {canonical!r}, not an absolute http(s) URL")
-    image = absolute(fm.image, config.site.url + "/") if fm.image else None
+    # Relative links and images resolve against the page; a bundle's live in its folder.
+    base = _folder_url(canonical) if item.bundle else canonical
+    image = None
+    if fm.image:
+        image = absolute(fm.image, base if item.bundle and _relative(fm.image) else config.site.url + "/")
     # Checked after resolving: `absolute` keeps any scheme (javascript:, data:, file:), and only
     # http(s) may reach an edition's <img src>. A path on the site is made absolute, as before.
     if image is not None and not is_http_url(image):
@@ -300,10 +362,16 @@ def _build(fm: FrontMatter, body: str, path: Path, where: str, config: Config) -
                         "https://... or a path on the site such as /images/photo.jpg")
     if problems:
         raise PostError(where, *problems)
+    if source.markdown:
+        body_markdown, body_html = source.body, markdown_to_html(source.body, base=base)
+    else:
+        # reStructuredText: the HTML docutils wrote, sanitized; Markdown accepts it as is.
+        body_html = sanitize(source.body, rewrite=lambda url: absolute(url, base))
+        body_markdown = body_html
     social = {n: getattr(fm.social, n) for n in NETWORKS if getattr(fm.social, n)}
     return Post(
         path=where, slug=slug, title=fm.title, date=when, canonical_url=canonical,
-        body_markdown=body, body_html=markdown_to_html(body, base=canonical),
+        body_markdown=body_markdown, body_html=body_html,
         author=fm.author, summary=fm.summary or None, tags=tuple(fm.tags),
         image=image,
         image_alt=fm.image_alt, draft=fm.draft, subject=fm.subject,
