@@ -679,3 +679,21 @@ def test_a_key_written_twice_in_two_cases_is_named(config, write):
     result = load_posts(config)
     assert _post(result, "twice").title == "First"
     assert _lines(result, "twice.md") == ["front matter: 'Title' repeats 'title' (ignored)"]
+
+
+def test_a_post_without_title_takes_the_one_its_author_wrote_elsewhere(config, write_post):
+    """Eleventy's own blog keeps titles in `newstitle:` (its JavaScript data makes `title`); a
+    heading or Eleventy's navigation key is a title too. Never the file name."""
+    write_post("2021-02-26-news.md", "---\nnewstitle: Join the Network\n---\n\nBody.\n")
+    write_post("2021-02-27-nav.md", "---\neleventyNavigation: {key: Docs Moved}\n---\n\nBody.\n")
+    write_post("2021-02-28-heading.md", "---\ntags: [a]\n---\n\n# The Heading\n\nBody.\n")
+    write_post("2021-03-01-none.md", "---\ntags: [a]\n---\n\nBody.\n")
+    result = load_posts(config)
+    titles = {p.slug: p.title for p in result.posts}
+    assert titles["2021-02-26-news"] == "Join the Network"
+    assert titles["2021-02-27-nav"] == "Docs Moved"
+    assert titles["2021-02-28-heading"] == "The Heading"
+    assert "2021-03-01-none" not in titles
+    notes = [p.message for p in result.problems if "2021-02-26-news" in p.where]
+    assert any(m.startswith("no `title:`; using 'Join the Network'") for m in notes)
+    assert any("'title' is missing" in p.message for p in result.problems if "2021-03-01-none" in p.where)

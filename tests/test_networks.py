@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twitter_text import parse_tweet
 
 from pipeline.networks.base import grapheme_boundaries, graphemes
@@ -145,3 +149,54 @@ def test_grapheme_helpers_never_split_a_cluster():
     assert cuts == {0, 1, 1 + len(FAMILY), 2 + len(FAMILY), 4 + len(FAMILY), len(text)}
     assert 2 not in cuts          # inside the ZWJ family
     assert len(text) - 1 not in cuts   # between the two regional indicators
+
+
+# --- running counts -------------------------------------------------------------------------------
+# Renderers search cut points with `prefix_counts` and count only what they keep: every count it
+# gives must be the network's own, whatever the text holds.
+
+PIECES = ["word", "Ketamine", "naïve", E_ACUTE_NFD, "\u0301", "\u200d", THUMBS_UP_MEDIUM, FAMILY, FLAG_FR,
+          "日本語", "’", "“", "…", ".", ",", "-", "#tag", "©", "1\ufe0f\u20e3", "\u20e3", "\u212b",
+          "\u0600", "https://example.com/results?id=42", "example.com", "e.g.", "node.js",
+          "@user@instance.social", "3.5", "(see", "note)."]
+one_line_texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=3)), max_size=25).map(
+    lambda parts: " ".join(" ".join(parts).split()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=one_line_texts, stop=st.integers(min_value=0, max_value=80),
+       network=st.sampled_from(sorted(NETWORKS)))
+def test_prefix_counts_are_the_networks_own_counts(text: str, stop: int, network: str):
+    net = NETWORKS[network]()
+    counts = net.prefix_counts(text, stop)
+    assert counts[0] == 0
+    for i, known in enumerate(counts):
+        if known is not None:
+            assert known == net.count(text[:i]), (text[:i], known)
+    # They run past `stop` (where no longer text can fit) or to the end of the text.
+    reached = next((c for c in reversed(counts) if c is not None), 0)
+    assert len(counts) == len(text) + 1 or reached > stop or net.count(text[:len(counts)]) > stop
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_prefix_counts_of_prose_are_known_at_every_word_end(network: str):
+    text = "Ketamine’s effect on mood, as “the trial” showed, is fast: see https://example.com/t?id=4 now."
+    net = NETWORKS[network]()
+    counts = net.prefix_counts(text, 10**6)
+    assert len(counts) == len(text) + 1
+    word_ends = [i for i in range(1, len(text) + 1) if i == len(text) or text[i] == " "]
+    assert all(counts[i] == net.count(text[:i]) for i in word_ends)
+    # Inside a word only a URL (or, on X, a word with a dot, which a start of could be one) is
+    # left to the network's counter.
+    words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+    unknown = {word for i, c in enumerate(counts) if c is None
+               for start, end, word in words if start < i < end}
+    assert unknown <= {"https://example.com/t?id=4", "now."}
+
+
+def test_every_emoji_twitter_text_knows_holds_a_character_beyond_ascii():
+    # X's running counts weigh a word's characters unless it holds one of these; a keycap such as
+    # "#️⃣" starts with ASCII but always carries U+20E3, so no emoji hides among plain characters.
+    from twitter_text.regexp.emoji import emoji_list
+
+    assert emoji_list and all(any(ord(c) > 0x7F for c in e.emoji) for e in emoji_list)

@@ -14,7 +14,8 @@ from pipeline.config import load_config
 from pipeline.errors import RenderError
 from pipeline.intake.posts import load_posts
 from pipeline.models import Post, Severity
-from pipeline.render.email import render_edition
+from pipeline.render.email import render_edition, tagger
+from pipeline.render.links import body_url, email_links
 from pipeline.render.lint import lint
 from pipeline.render.mime import build_message, message_id
 from pipeline.render.personalize import Fill
@@ -270,3 +271,70 @@ def test_image_that_is_not_http_never_reaches_the_template(config):
     html = render_edition(post, config).html.lower()
     assert "javascript:" not in html
     assert "<img" not in html
+
+
+FOOTNOTED = """
+    ---
+    title: Footnotes
+    date: 2024-06-01
+    image: /images/cover.jpg
+    image_alt: Cover
+    ---
+    Ketamine works fast[^1]; see [the guide](/guide/) and ![A chart](/images/chart.png).
+
+    [^1]: A note, with [a source](https://elsewhere.example.org/paper).
+    """
+TAGGED = "utm_source=newsletter&amp;utm_medium=email&amp;utm_campaign=footnotes"
+
+
+def test_footnotes_stay_in_the_email_and_only_links_carry_utm(config, write_post):
+    write_post("footnotes.md", FOOTNOTED)
+    edition = render_edition(_post(config, "footnotes"), config)
+    html = edition.html
+    # The reference jumps to the note inside the email: untagged, not sent to the web page.
+    assert re.search(r'<a href="#fn1"[^>]*>\[1\]</a>', html)
+    assert re.search(r'<li id="fn1"[^>]*>', html)
+    # The note's way back has no target in the email (sanitizing drops a link's id): the page.
+    assert f'href="https://www.rtrwellnesscenter.com/footnotes/?{TAGGED}#fnref1"' in html
+    assert f'href="https://www.rtrwellnesscenter.com/guide/?{TAGGED}"' in html
+    assert 'href="https://elsewhere.example.org/paper"' in html
+    # Images are files, not visits: no UTM on any src, the header image's own link keeps it.
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert sorted(sources) == ["https://www.rtrwellnesscenter.com/images/chart.png",
+                               "https://www.rtrwellnesscenter.com/images/cover.jpg"]
+    assert re.search(f'<a href="https://www.rtrwellnesscenter.com/footnotes/\\?{TAGGED}"[^>]*><img', html)
+    assert edition.lint == ()
+    # The text part shows the reference as it reads, and the note without its "↩" link back;
+    # its list of links holds only links that lead somewhere.
+    assert "Ketamine works fast[1]; see the guide [1]" in edition.text
+    assert "1. A note, with a source [2]." in edition.text and "↩" not in edition.text
+    links = re.findall(r"^\[\d+\] (\S+)", edition.text, re.M)
+    assert len(links) == 2 and not any("#" in url for url in links)
+    assert edition.preheader.startswith("Ketamine works fast; see the guide")
+
+
+def test_email_links_keep_a_fragment_whose_target_the_email_holds(config):
+    page = "https://www.rtrwellnesscenter.com/post/"
+    body = ('<p><a href="#fn1">1</a> <a href="#gone">g</a> <a href="https://www.rtrwellnesscenter.com/post#fn1">'
+            'o</a> <a href="https://www.rtrwellnesscenter.com/other/#fn1">x</a> '
+            '<img src="https://www.rtrwellnesscenter.com/a.png"></p><ol><li id="fn1">n</li></ol>')
+    out = email_links(body, page=page, tag=tagger(config, "newsletter", "post"))
+    utm = "utm_source=newsletter&amp;utm_medium=email&amp;utm_campaign=post"
+    assert out.count('href="#fn1"') == 2              # bare, and the post's own URL with it
+    assert f'href="https://www.rtrwellnesscenter.com/post/?{utm}#gone"' in out
+    assert f'href="https://www.rtrwellnesscenter.com/other/?{utm}#fn1"' in out   # another page
+    assert '<img src="https://www.rtrwellnesscenter.com/a.png">' in out
+
+
+def test_body_url_keeps_a_link_within_the_post():
+    base = "https://www.rtrwellnesscenter.com/post/"
+    assert body_url("#fn1", base) == "#fn1"
+    assert body_url(" #section ", base) == "#section"
+    assert body_url("/guide/", base) == "https://www.rtrwellnesscenter.com/guide/"
+    assert body_url("other/#x", base) == "https://www.rtrwellnesscenter.com/post/other/#x"
+
+
+def test_preheader_from_a_summary_leaves_out_typed_markers(config, write_post):
+    write_post("summary.md", '---\ntitle: S\ndate: 2024-01-01\n'
+                             'summary: "Fast relief[1] for most.[2]"\n---\nBody.\n')
+    assert render_edition(_post(config, "summary"), config).preheader == "Fast relief for most."

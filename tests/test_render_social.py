@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +23,15 @@ from pipeline.config import Config, load_config
 from pipeline.errors import RenderError
 from pipeline.intake.posts import load_posts
 from pipeline.models import Post, Snippet
+from pipeline.networks.base import Network
 from pipeline.networks.registry import NETWORKS
-from pipeline.render.social import hashtags, snippet, snippets
+from pipeline.render.cutting import Segmented, excerpt_cuts, first_sentence, sentence_ends, word_cuts
+from pipeline.render.email import render_edition
+from pipeline.render.fitting import fit
+from pipeline.render.references import strip_markers
+from pipeline.render.social import excerpt_source, hashtags, snippet, snippets
 from pipeline.render.text import plain_text
-from tests.conftest import SEED_SLUG
+from tests.conftest import FIXTURES, SEED_SLUG
 
 NETWORK_NAMES = ("x", "mastodon", "bluesky")
 SITE = "https://www.rtrwellnesscenter.com"
@@ -170,9 +176,27 @@ def test_body_is_the_source_when_there_is_no_summary(config):
     (["naïve questions welcome"], ["#NaïveQuestionsWelcome"]),
     (["日本 語"], ["#日本語"]),
     ([], []),
+    # Symbols that carry the meaning are spelled out; words of a tag are CamelCased.
+    (["C#"], ["#CSharp"]), (["C++"], ["#Cpp"]), (["F#"], ["#FSharp"]), (["node.js"], ["#NodeJS"]),
+    ([".NET"], ["#DotNet"]), (["Vue.js"], ["#VueJS"]), (["machine learning"], ["#MachineLearning"]),
+    (["C# tips", "ASP.NET"], ["#CSharpTips", "#ASPNet"]),  # an acronym keeps its capitals
+    (["#ketamine"], ["#ketamine"]),                       # a tag written as a hashtag stays one
+    (["C", "C#", "C++"], ["#C", "#CSharp", "#Cpp"]),       # three languages, three tags
 ])
 def test_hashtags_from_tags(tags, expected):
     assert hashtags(tags) == expected
+
+
+def test_a_tag_that_cannot_be_a_hashtag_is_left_out_with_a_note(config):
+    post = make_post("T", summary="Short.", tags=("2024", "C#", "---", "machine learning"))
+    s = snippet(post, "mastodon", config)
+    assert s.tags == ("#CSharp", "#MachineLearning")
+    assert len(s.notes) == 2
+    assert "'2024'" in s.notes[0] and "letter" in s.notes[0]
+    assert "'---'" in s.notes[1]
+    assert s.as_json()["notes"] == list(s.notes)          # preview writes it into snippets.json
+    # A post whose tags all make hashtags has no notes, and its JSON no "notes" key.
+    assert "notes" not in snippet(make_post("T", tags=("ketamine",)), "x", config).as_json()
 
 
 def test_hashtags_in_snippet_are_limited_by_config(project):
@@ -405,7 +429,7 @@ def check_snippet(s: Snippet, post: Post, config: Config) -> None:
         return
     if rest.startswith(post.title + "\n\n"):
         excerpt = rest[len(post.title) + 2:]
-        source = " ".join((post.summary or plain_text(post.body_html)).split())
+        source = " ".join(excerpt_source(post).split())
         if source.startswith(excerpt):
             event(f"{s.network}: {'whole' if excerpt == source else 'sentence'} excerpt")
             _check_prefix_cut(excerpt, source, "sentence excerpt")
@@ -450,3 +474,191 @@ def test_long_titles_are_cut_between_grapheme_clusters_or_dropped(config, title,
     post = make_post(title, summary=summary, tags=tuple(tags))
     for network in NETWORK_NAMES:
         check_snippet(snippet(post, network, config), post, config)
+
+
+# --- references: never in a snippet or a preheader --------------------------------------------------
+
+REFERENCE_MARKS = regex.compile(r"\[\^?\d|\[\^|[¹²³⁴⁵⁶⁷⁸⁹⁰]")
+
+
+def test_seed_snippets_and_preheader_carry_no_reference_markers(project):
+    # Mastodon at 1,000 reaches past the quotation that ends with "[1]" in the post.
+    config = rewrite_config(project, lambda d: d["networks"].update(mastodon={"limit": 1000}))
+    post = seed_post(config)
+    assert "” [1]." in post.body_markdown
+    source = excerpt_source(post)
+    assert "[1]" not in source and "ncbi.nlm.nih.gov" not in source and "Sources" not in source
+    assert "neurodegenerative processes”." in source
+    by_network = snippets(post, config)
+    assert "neurodegenerative processes”." in by_network["mastodon"].text
+    for s in by_network.values():
+        assert not REFERENCE_MARKS.search(s.text), s.text
+    assert not REFERENCE_MARKS.search(render_edition(post, config).preheader)
+
+
+FOOTNOTED = """
+    ---
+    title: Footnotes
+    date: 2024-06-01
+    ---
+
+    Ketamine works fast[^1] and was approved in 2019[1] [1]. Trials[1][2] and reviews[^review]
+    agree¹, an effect of 10 m² per dose[^missing]. It is also cheap [12, 14].
+
+    ## References
+
+    1. Smith, J. *A trial*. 2019.
+
+    [^1]: The first footnote, which no snippet shows.
+    [^review]: A review of the trials.
+    """
+
+
+def test_footnotes_and_typed_markers_never_reach_snippets_or_preheader(config, write_post):
+    write_post("footnotes.md", FOOTNOTED)
+    post = next(p for p in load_posts(config).posts if p.slug == "footnotes")
+    source = excerpt_source(post)
+    assert source == ("Ketamine works fast and was approved in 2019. Trials and reviews agree, an effect "
+                      "of 10 m² per dose. It is also cheap.")
+    for s in snippets(post, config).values():
+        assert not REFERENCE_MARKS.search(s.text.replace("m²", "m")), s.text
+        assert "first footnote" not in s.text and "Smith" not in s.text
+    assert "10 m² per dose" in snippets(post, config)["mastodon"].text
+    edition = render_edition(post, config)
+    assert edition.preheader == "Ketamine works fast and was approved in 2019."
+    assert "[1]" in edition.text             # the email's text part keeps its notes
+
+
+@pytest.mark.parametrize(("body", "text"), [
+    # markdown-it, after sanitizing (classes gone, links absolute)
+    ('<p>Fast<sup><a href="https://www.rtrwellnesscenter.com/p/#fn1">[1]</a></sup>.</p><hr>'
+     '<ol><li id="fn1"><p>Note. <a href="https://www.rtrwellnesscenter.com/p/#fnref1">↩︎</a></p></li></ol>',
+     "Fast."),
+    # kramdown (Jekyll) and Hugo: fn:1, a bare number
+    ('<p>Fast<sup id="fnref:1"><a href="#fn:1">1</a></sup> indeed.</p><div><ol><li id="fn:1"><p>N.</p>'
+     '</li></ol></div>', "Fast indeed."),
+    # Pandoc: the link holds the superscript
+    ('<p>Fast<a href="#fn1"><sup>1</sup></a>.</p><section><ol><li id="fn1"><p>N.</p></li></ol></section>',
+     "Fast."),
+    # link numbers are the text part's, not the running text's
+    ('<p>Call <a href="https://www.rtrwellnesscenter.com/contact/">the front desk</a> today.</p>',
+     "Call the front desk today."),
+    # code keeps its brackets; an exponent after a unit stays; a typed marker goes
+    ("<p>Use <code>items[1]</code> in m<sup>2</sup> as shown<sup>3</sup> [2].</p>",
+     "Use items[1] in m2 as shown."),
+    # a "Sources" section (up to the next heading as high) is not running text
+    ("<p>Body.</p><h2>Sources</h2><ol><li>https://a.example/1</li></ol><h2>Next</h2><p>More.</p>",
+     "Body. More."),
+])
+def test_running_text_leaves_out_references_however_they_are_written(body, text):
+    assert plain_text(body) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("In 2020[1] [1] it was", "In 2020 it was"),
+    ("text[^1] more", "text more"),
+    ("a [1][2] b [3, 4] c [5–7].", "a b c."),
+    ("works¹ and sources.²³ x", "works and sources. x"),
+    ("10 m² and E = mc²", "10 m² and E = mc²"),
+    ("[2024] and [0] and [citation needed]", "[2024] and [0] and [citation needed]"),
+])
+def test_typed_reference_markers(text, expected):
+    assert strip_markers(text) == expected
+
+
+# --- fitting: the running counts choose what counting each candidate would -------------------------
+
+def _layout(head: str, excerpt: str, used: list[str] | tuple[str, ...], link: str) -> str:
+    return "\n\n".join(p for p in (head, excerpt, " ".join(used)) if p) + \
+        ("\n" if used else "\n\n" if head or excerpt else "") + link
+
+
+def recount_fit(net: Network, title: str, source: str, tags: list[str], url: str, limit: int,
+                *, bisect: bool = True) -> str:
+    """The snippet the straightforward way: every candidate tried is counted by the network
+    (bisecting, or trying each from the longest down)."""
+    link = net.link_text(url)
+    seg = Segmented(source)
+    cuts = [c.of(seg.text) for c in excerpt_cuts(seg, limit * 4)]
+
+    def longest(candidates: list[str], ok: Callable[[str], bool]) -> str | None:
+        if not bisect:
+            return next((c for c in reversed(candidates) if ok(c)), None)
+        lo, hi, best = 0, len(candidates) - 1, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if ok(candidates[mid]):
+                best, lo = candidates[mid], mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    for n in range(len(tags), -1, -1):
+        excerpt = longest(cuts, lambda e, n=n: net.count(_layout(title, e, tags[:n], link)) <= limit)
+        if excerpt:
+            return _layout(title, excerpt, tags[:n], link)
+    for n in range(len(tags), -1, -1):
+        if net.count(_layout(title, "", tags[:n], link)) <= limit:
+            return _layout(title, "", tags[:n], link)
+    head = longest(word_cuts(title), lambda t: net.count(_layout(t, "", (), link)) <= limit)
+    return _layout(head or "", "", (), link)
+
+
+def _corpus_posts(project: Path) -> list[Post]:
+    posts = project / "posts"
+    for path in (FIXTURES / "jekyll-posts").iterdir():
+        shutil.copy(path, posts / path.name)
+    return list(load_posts(load_config(project / "config.yaml")).posts)
+
+
+def test_fitting_matches_a_straightforward_recount_on_shipped_and_jekyll_posts(project):
+    posts = _corpus_posts(project)
+    assert len(posts) >= 100
+    config = load_config(project / "config.yaml")
+    checked = 0
+    for post in posts:
+        for network, net_type in NETWORKS.items():
+            net, limit = net_type(), config.network_limit(network)
+            s = snippet(post, network, config)
+            if network in post.social:
+                continue
+            tags = hashtags(post.tags)[:3]
+            assert s.text == recount_fit(net, post.title, excerpt_source(post), tags, s.link.uri, limit)
+            assert s.length == net.count(s.text)
+            # More hashtags than fit, and a tight limit: the excerpt is cut at a word, tags go.
+            extra = ["#ketamine", "#MentalHealth", "#PatientGuide"]
+            fitted = fit(net, title=post.title, source=Segmented(excerpt_source(post)), chars=140 * 4,
+                         tags=extra, url=s.link.uri, limit=140)
+            assert fitted.text == recount_fit(net, post.title, excerpt_source(post), extra, s.link.uri, 140)
+            assert fitted.length == net.count(fitted.text) <= 140
+            checked += 1
+    assert checked >= 300
+
+
+@PROPERTY_SETTINGS
+@given(title=titles, source=medium_texts, tags=tag_lists, network=st.sampled_from(NETWORK_NAMES),
+       limit=st.sampled_from([60, 140, 280]))
+def test_fitting_matches_counting_every_candidate_for_any_text(title, source, tags, network, limit):
+    net = NETWORKS[network]()
+    url = f"{SITE}/a-post/?utm_source={network}"
+    tags = hashtags(tags)[:3]
+    fitted = fit(net, title=title, source=Segmented(source), chars=limit * 4, tags=tags, url=url, limit=limit)
+    assert fitted.length == net.count(fitted.text) <= limit
+    assert fitted.text == recount_fit(net, title, source, tags, url, limit, bisect=False)
+
+
+# --- sentences: found once, as if the whole text were read ------------------------------------------
+
+def test_sentence_ends_found_chunk_by_chunk_are_those_of_the_whole_text(project):
+    for post in _corpus_posts(project):
+        seg = Segmented(excerpt_source(post))
+        assert seg.ends(len(seg.text)) == sentence_ends(seg.text), post.path
+
+
+def test_a_long_quotation_is_not_cut_into_sentences_by_a_chunk_end():
+    quote = "“" + " ".join(f"Quoted sentence number {i} ends here." for i in range(40)) + "”"
+    text = f"First sentence here. {quote} After the quote. Last one."
+    seg = Segmented(text)
+    assert seg.ends(60) == [21]                     # nothing inside the quotation
+    assert seg.ends(len(text)) == sentence_ends(text)
+    assert first_sentence(text) == "First sentence here."

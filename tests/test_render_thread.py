@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from pipeline.intake.posts import load_posts
 from pipeline.networks.base import grapheme_boundaries
 from pipeline.networks.registry import NETWORKS
-from pipeline.render.social import thread
+from pipeline.render.cutting import Segmented, excerpt_cuts
+from pipeline.render.social import excerpt_source, thread
 from pipeline.render.thread import numbered, split_thread
 from tests.conftest import thread_post
 
@@ -59,3 +60,19 @@ def test_a_posts_thread_ends_with_the_link_and_numbers_each_part(config, write_p
     joined = " ".join(p.text for p in parts)
     assert regex.search(r"Sentence number 30 tells a little more of the story\.", joined)
     assert regex.search(r"of the story\.\n\nhttps://", joined)    # cut after a whole sentence
+
+
+
+def test_a_thread_reuses_the_posts_sentences_and_cuts_as_reading_its_text_whole_would(config, write_post):
+    # The post's sentence ends are found once (shared with its preheader and snippets) and placed
+    # in the thread's text: the parts are those a fresh segmentation of that text gives.
+    write_post("thread.md", thread_post(60))
+    post = next(p for p in load_posts(config).posts if p.slug == "thread")
+    for network, limit in LIMITS.items():
+        parts = thread(post, network, config)
+        net = NETWORKS[network]()
+        source = Segmented(excerpt_source(post))
+        body = excerpt_cuts(source, limit * 8)[-1].of(source.text)
+        text = "\n\n".join([post.title, body, net.link_text(parts[-1].link.uri)])
+        assert [p.text for p in parts] == numbered(split_thread(text, net.count, limit))
+        assert all(p.length == net.count(p.text) <= limit for p in parts)

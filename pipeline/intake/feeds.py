@@ -45,7 +45,7 @@ from pipeline.intake.feed_http import AddressRefused, guarded_client
 from pipeline.intake.feed_settings import FeedSource
 from pipeline.intake.posts import sanitize
 from pipeline.render.email import one_line
-from pipeline.render.links import absolute
+from pipeline.render.links import absolute, body_url
 from pipeline.render.text import plain_text
 from pipeline.store import feed_entries
 from pipeline.store.engine import engine_for
@@ -360,7 +360,7 @@ def _body(raw: Mapping[str, Any], link: str) -> tuple[str, bool]:
         value = html.escape(value)
     if not _TAG.search(value):      # text (RSS descriptions often are): one paragraph per blank line
         value = "".join(f"<p>{p.strip()}</p>" for p in re.split(r"\n\s*\n", value) if p.strip())
-    cleaned = sanitize(value, rewrite=lambda url: absolute(url, link)).strip()
+    cleaned = sanitize(value, rewrite=lambda url: body_url(url, link)).strip()
     return cleaned or f'<p><a href="{html.escape(link)}">{html.escape(link)}</a></p>', bool(contents)
 
 

@@ -39,7 +39,7 @@ from pipeline.intake.rst import RstError, read_rst
 from pipeline.intake.textfile import NotUtf8, read_utf8
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
-from pipeline.render.links import absolute
+from pipeline.render.links import absolute, body_url
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,10 @@ def load_post(path: Path, config: Config, *, display: str | None = None, bundle:
     problems: list[str] = []
     if "date" not in fields:
         problems += _name_date(item.name, fields, keys)
+    notes = list(source.notes)
+    if "title" not in fields and (found := _fallback_title(source)):
+        fields["title"], keys["title"] = found[0], "title"
+        notes.append(f"no `title:`; using {found[0]!r} ({found[1]}); set `title:` to choose")
     fm = None
     try:
         fm = _validate(fields, keys, where, skip={"date"} if problems else set())
@@ -202,7 +206,7 @@ def load_post(path: Path, config: Config, *, display: str | None = None, bundle:
         raise PostError(where, *problems)
     post = _build(fm, source, item, where, config, categories=mapped.categories)
     warnings = [Problem(where=where, severity=Severity.WARNING, message=m)
-                for m in (*mapped.warnings, *source.notes)]
+                for m in (*mapped.warnings, *notes)]
     return post, warnings
 
 
@@ -236,6 +240,27 @@ def _has_text(source: _Source) -> bool:
     if source.markdown:
         return bool(source.body.strip())
     return bool(nh3.clean(source.body, tags=set()).strip()) or "<img" in source.body
+
+
+_H1 = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _fallback_title(source: _Source) -> tuple[str, str] | None:
+    """A title for a post whose front matter has none, where the author wrote one elsewhere, and
+    where: another `...title:` key, Eleventy's navigation key, else the body's first `# heading`.
+    (Eleventy sites often compute titles in JavaScript data files, which the pipeline does not
+    run.) Never the file name: an email's subject is not to be guessed."""
+    titled = next(((str(k), v.strip()) for k, v in source.meta.items()
+                   if str(k).lower().endswith("title") and str(k).lower() not in ("subtitle", "title")
+                   and isinstance(v, str) and v.strip()), None)
+    if titled:          # 11ty's own blog writes `newstitle:`; Hugo themes `linkTitle:`
+        return titled[1], f"its `{titled[0]}:`"
+    navigation = next((v for k, v in source.meta.items() if str(k).lower() == "eleventynavigation"), None)
+    if isinstance(navigation, dict) and isinstance(navigation.get("key"), str) and navigation["key"].strip():
+        return navigation["key"].strip(), "eleventyNavigation.key"
+    if source.markdown and (heading := _H1.search(source.body)):
+        return heading.group(1).strip(), "the first heading"
+    return None
 
 
 def _name_date(name: str, fields: dict[str, Any], keys: dict[str, str]) -> list[str]:
@@ -366,7 +391,7 @@ def _build(fm: FrontMatter, source: _Source, item: PostFile, where: str, config:
         body_markdown, body_html = source.body, markdown_to_html(source.body, base=base)
     else:
         # reStructuredText: the HTML docutils wrote, sanitized; Markdown accepts it as is.
-        body_html = sanitize(source.body, rewrite=lambda url: absolute(url, base))
+        body_html = sanitize(source.body, rewrite=lambda url: body_url(url, base))
         body_markdown = body_html
     social = {n: getattr(fm.social, n) for n in NETWORKS if getattr(fm.social, n)}
     return Post(
@@ -384,7 +409,7 @@ def _build(fm: FrontMatter, source: _Source, item: PostFile, where: str, config:
 def markdown_to_html(markdown: str, *, base: str) -> str:
     """Markdown -> HTML, sanitized (no scripts, event handlers or javascript: URLs), with
     relative links and images resolved against `base` so they work inside an email."""
-    return sanitize(_markdown.render(markdown), rewrite=lambda url: absolute(url, base))
+    return sanitize(_markdown.render(markdown), rewrite=lambda url: body_url(url, base))
 
 
 def sanitize(html: str, rewrite: Any = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from pipeline.networks.base import graphemes
+from pipeline.networks.base import graphemes, running_graphemes
 
 SHOWN_PATH = 15   # the official app shows at most this much of a link's path, then "..."
 
@@ -16,6 +16,9 @@ class Bluesky:
 
     def count(self, text: str) -> int:
         return graphemes(text)
+
+    def prefix_counts(self, text: str, stop: int) -> list[int | None]:
+        return running_graphemes(text, stop)
 
     def link_text(self, url: str) -> str:
         """The link as the Bluesky app shows it: host and the start of the path, no scheme.

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from twitter_text import extract_urls_with_indices
 
-from pipeline.networks.base import graphemes
+from pipeline.networks.base import graphemes, running_graphemes
 
 URL_PLACEHOLDER = "x" * 23
 # Mastodon's StatusLengthValidator counts `@user@domain` as `@user`.
@@ -21,6 +21,16 @@ class Mastodon:
     def count(self, text: str) -> int:
         """Length as Mastodon's StatusLengthValidator computes it."""
         return graphemes(_REMOTE_MENTION.sub(r"@\1", _urls_as_placeholders(text)))
+
+    def prefix_counts(self, text: str, stop: int) -> list[int | None]:
+        # A word holding a URL or a remote mention counts as a whole; no word spans a space.
+        units, pos = {}, 0
+        if "://" in text or "@" in text:
+            for word in text.split(" "):
+                if "://" in word or "@" in word:
+                    units[pos] = (pos + len(word), self.count(word))
+                pos += len(word) + 1
+        return running_graphemes(text, stop, units)
 
     def link_text(self, url: str) -> str:
         return url

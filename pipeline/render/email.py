@@ -19,9 +19,10 @@ from pipeline.errors import RenderError
 from pipeline.fields import is_http_url
 from pipeline.intake.posts import sanitize
 from pipeline.models import Edition, Post
-from pipeline.render.links import EMAIL_CHANNEL, footer, tag_url, utm_params
+from pipeline.render.links import EMAIL_CHANNEL, email_links, footer, tag_url, utm_params
 from pipeline.render.lint import lint
 from pipeline.render.personalize import Placeholders, neutralize
+from pipeline.render.references import strip_markers
 from pipeline.render.text import first_sentence, html_to_text
 
 _inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=True)
@@ -41,8 +42,10 @@ def render_edition(post: Post, config: Config, *, channel: str = EMAIL_CHANNEL) 
     """The email edition of one post, for `channel` (which names the UTM source)."""
     tag = tagger(config, channel, post.slug)
     subject = one_line(post.subject or post.title)
-    preheader = one_line(post.summary or first_sentence(post.body_html, _language(config)))
-    body_html = neutralize(sanitize(post.body_html, rewrite=tag))
+    # Like a snippet, a preheader cannot be followed to a note: no "[1]" in it (see references).
+    preheader = one_line(strip_markers(post.summary) if post.summary
+                         else first_sentence(post.body_html, _language(config)))
+    body_html = neutralize(email_links(sanitize(post.body_html), page=post.canonical_url, tag=tag))
     foot = footer(post, config, href=tag(post.canonical_url))
     context = {
         "site": site_context(config, tag), "subject": neutralize(subject),
@@ -118,8 +121,9 @@ def post_context(post: Post, config: Config, tag: Any) -> dict[str, Any]:
         "date_iso": post.date.isoformat(), "url": tag(post.canonical_url),
         # Intake lets only http(s) images through; checked again where the value meets the
         # template, since a stored feed entry written by an older version was never checked.
+        # Not tagged: UTM parameters belong on links (the image's own link, post.url, has them).
         "canonical_url": post.canonical_url,
-        "image": tag(post.image) if post.image and is_http_url(post.image) else None,
+        "image": post.image if post.image and is_http_url(post.image) else None,
         "image_alt": neutralize(post.image_alt or ""), "tags": post.tags,
         "summary": neutralize(post.summary or ""), "slug": post.slug,
     }

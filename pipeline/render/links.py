@@ -1,7 +1,10 @@
-"""Canonical URLs, UTM tagging per channel, and the canonical-link footer."""
+"""Canonical URLs, UTM tagging per channel, links within an email, and the canonical-link footer."""
 
 from __future__ import annotations
 
+import html
+import re
+from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -26,6 +29,46 @@ def canonical_url(site: Site, slug: str, date: datetime) -> str:
 def absolute(url: str, base: str) -> str:
     """`url` resolved against `base` (relative and root-relative links in posts)."""
     return urljoin(base, url.strip())
+
+
+def body_url(url: str, base: str) -> str:
+    """A link or image of a post's body resolved against `base` (its canonical URL), except a
+    bare "#fragment": a link within the post (a footnote, a section), whose target the email
+    may hold (`email_links` decides)."""
+    return url.strip() if url.strip().startswith("#") else absolute(url, base)
+
+
+# An <a> start tag as nh3 (html5ever) writes it: every value double-quoted, none holding a quote.
+_LINK = re.compile(r'(<a(?:\s+[^\s"\'>/=]+(?:="[^"]*")?)*?\s+href=")([^"]*)(")')
+_ID = re.compile(r'\sid="([^"]*)"')
+
+
+def email_links(body: str, *, page: str, tag: Callable[[str], str]) -> str:
+    """The links of a sanitized body as an email carries them: a link within the post (`#fn1`,
+    or the post's own URL with a fragment) whose target is in the body stays `#fn1`, untagged,
+    so it works inside the email; one whose target is not goes to the page, like every other
+    link through `tag` (UTM). Only links: an image's src is a file, not a visit, and is left
+    alone (UTM there would only defeat caches and count image loads as clicks)."""
+    ids = {html.unescape(v) for v in _ID.findall(body)}
+    own = _page_key(page)
+
+    def rewrite(m: re.Match[str]) -> str:
+        href = html.unescape(m.group(2))
+        parts = urlsplit(href)
+        if parts.fragment and (href.startswith("#") or _page_key(href) == own):
+            if parts.fragment in ids:
+                return m.group(1) + html.escape("#" + parts.fragment) + m.group(3)
+            href = urlunsplit(urlsplit(page)._replace(fragment=parts.fragment))
+        return m.group(1) + html.escape(tag(href)) + m.group(3)
+
+    return _LINK.sub(rewrite, body)
+
+
+def _page_key(url: str) -> tuple[str, str, str, str]:
+    """A URL without its fragment, compared as a page: scheme and host in lower case, the path
+    without its trailing slash."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query
 
 
 def utm_params(config: Config, channel: str, slug: str, medium: str) -> dict[str, str]:

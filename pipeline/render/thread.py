@@ -4,21 +4,25 @@ between grapheme clusters). The parts, concatenated, are the text again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pipeline.networks.base import grapheme_boundaries
 from pipeline.render.cutting import sentence_ends
 
 
-def split_thread(text: str, count: Callable[[str], int], limit: int, language: str = "en") -> list[str]:
+def split_thread(text: str, count: Callable[[str], int], limit: int, language: str = "en", *,
+                 ends: Sequence[int] | None = None) -> list[str]:
     """Slices of `text` whose concatenation is `text`; each, stripped and numbered with
-    `number(i, n)`, counts at most `limit`. Returns the slices (numbering is `numbered`)."""
+    `number(i, n)`, counts at most `limit`. Returns the slices (numbering is `numbered`).
+    `ends`: where sentences end in `text`, if already known (else pysbd finds them)."""
     if not text.strip():
         return []
+    ends = list(ends) if ends is not None else sentence_ends(text, language)
+    ok = grapheme_boundaries(text)
     digits = 1
     while True:
         reserve = len(number(10**digits - 1, 10**digits - 1))
-        slices = _greedy(text, lambda s, r=reserve: count(s.strip() + " " * r) <= limit, language)
+        slices = _greedy(text, lambda s, r=reserve: count(s.strip() + " " * r) <= limit, ends, ok)
         if len(str(len(slices))) <= digits:
             return slices
         digits += 1
@@ -35,9 +39,7 @@ def numbered(slices: list[str]) -> list[str]:
     return [s.strip() + (number(i, n) if n > 1 else "") for i, s in enumerate(slices, 1)]
 
 
-def _greedy(text: str, fits: Callable[[str], bool], language: str) -> list[str]:
-    ends = sentence_ends(text, language)
-    ok = grapheme_boundaries(text)
+def _greedy(text: str, fits: Callable[[str], bool], ends: Sequence[int], ok: set[int]) -> list[str]:
     spaces = [i + 1 for i, ch in enumerate(text) if ch.isspace() and i + 1 in ok]
     slices, start = [], 0
     while start < len(text):
