@@ -21,6 +21,7 @@ from pipeline.intake.generators.common import (
     SiteConfigError,
     UrlProblem,
     base_url,
+    first_existing,
     js_string,
     text_of,
 )
@@ -45,7 +46,7 @@ class AstroSettings:
 
 
 def config_files(root: Path, file: str | None) -> list[Path]:
-    found = root / file if file else next((root / n for n in FILES if (root / n).is_file()), None)
+    found = root / file if file else first_existing(root, FILES)
     return [found] if found else []
 
 

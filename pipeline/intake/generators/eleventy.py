@@ -13,7 +13,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.intake.generators.common import Derived, PostFile, Shown, SiteConfigError, UrlProblem, js_string
+from pipeline.intake.generators.common import (
+    Derived,
+    PostFile,
+    Shown,
+    SiteConfigError,
+    UrlProblem,
+    first_existing,
+    js_string,
+)
 from pipeline.intake.textfile import NotUtf8, read_utf8
 
 NAME = "Eleventy"
@@ -33,7 +41,7 @@ class EleventySettings:
 
 
 def config_files(root: Path, file: str | None) -> list[Path]:
-    found = root / file if file else next((root / n for n in FILES if (root / n).is_file()), None)
+    found = root / file if file else first_existing(root, FILES)
     return [found] if found else []
 
 
