@@ -200,3 +200,39 @@ def test_every_emoji_twitter_text_knows_holds_a_character_beyond_ascii():
     from twitter_text.regexp.emoji import emoji_list
 
     assert emoji_list and all(any(ord(c) > 0x7F for c in e.emoji) for e in emoji_list)
+
+
+def test_x_count_without_emoji_equals_parse_tweet_on_every_text_we_have():
+    """X's count skips twitter-text's emoji scan for a text without an emoji; on the conformance
+    suite's texts, every corpus post's running text and mixed line endings it must give exactly
+    parse_tweet's weighted length."""
+    import yaml
+    from twitter_text import parse_tweet
+
+    from tests.conftest import FIXTURES, ROOT
+
+    suite = yaml.safe_load((FIXTURES / "twitter-text" / "validate.yml").read_text(encoding="utf-8"))
+    texts = [case["text"] for cases in suite["tests"].values() for case in cases
+             if isinstance(case.get("text"), str)]
+    for path in sorted((ROOT / "tests" / "corpus").rglob("*.md"))[:80]:
+        body = path.read_text(encoding="utf-8")
+        texts += [body[i:i + 400] for i in range(0, min(len(body), 4000), 400)]
+    assert len(texts) > 200
+    texts += ["a\r\nb\rc\nd https://example.com/x\r\n", "café\u0301 e\u0301 日本語 example.co"]
+    x = X()
+    for text in texts:
+        assert x.count(text) == parse_tweet(text).weightedLength, text
+
+
+def test_x_count_with_emoji_equals_parse_tweet():
+    """The emoji scan tried only where an emoji can start finds what twitter-text's finds: every
+    emoji of its own list, alone, in text, after a URL, and keycaps, flags, ZWJ sequences."""
+    from twitter_text import parse_tweet
+    from twitter_text.regexp.emoji import emoji_list
+
+    x = X()
+    samples = [e.emoji for e in emoji_list][::7]
+    texts = [f"a {e} b https://example.com/{e} {e}{e}#1\ufe0f\u20e3" for e in samples]
+    texts += ["🇫🇷🇩🇪 👩‍👩‍👧 #️⃣ 1️⃣ ©️ ® ™ ‼️", "Un journal d’humeur 🌿 https://x.example/🌿"]
+    for text in texts:
+        assert x.count(text) == parse_tweet(text).weightedLength, text
