@@ -47,6 +47,7 @@ golden: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/preview_page.py
+	$(BIN)/python bench/import.py
 	@command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || { \
 	  echo "installing Debian's postfix for smtp-sink (not configured, not started)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null; \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
+from pipeline.intake.textfile import NotUtf8, read_utf8
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.subscribers import SubscriberError
@@ -215,6 +217,157 @@ def test_reimport_keeps_unsubscribed_unless_resubscribe(engine, tmp_path):
 def test_upsert_with_repeated_tags_is_idempotent(engine):
     assert store.upsert(engine, "ada@example.com", "Ada", ("x", "x")) == "added"
     assert store.upsert(engine, "ada@example.com", "Ada", ("x", "x")) == "unchanged"
+
+
+# -- large imports: batches, streaming ----------------------------------------------------------
+
+def _expected_import(existing: dict[str, dict], rows: list[tuple[str, str, str]], *,
+                     resubscribe: bool) -> tuple[dict[str, int], list[tuple[str, str | None, tuple, str]]]:
+    """What importing `rows` (email, name, tags cells; all valid addresses) into a database holding
+    `existing` (key -> email, name, tags, status, in id order) must give, worked out one row at a
+    time from the documented rules: the counts, and every subscriber (email, name, tags, status)
+    in id order. Written independently of the store, so the batched import is checked against the
+    rules rather than against itself."""
+    state = {key: dict(value, tags=list(value["tags"])) for key, value in existing.items()}
+    counts = dict(COUNTS_ZERO)
+    for address, raw_name, raw_tags in rows:
+        local, _, domain = address.strip().partition("@")
+        email, name = f"{local}@{domain.lower()}", raw_name.strip() or None
+        tags = list(dict.fromkeys(t for t in raw_tags.split(";") if t))
+        key = email.lower()
+        if key not in state:
+            state[key] = dict(email=email, name=name, tags=tags, status="active")
+            counts["added"] += 1
+            continue
+        known = state[key]
+        if known["status"] == "unsubscribed" and not resubscribe:
+            counts["kept_unsubscribed"] += 1
+            continue
+        merged = known["tags"] + [t for t in tags if t not in known["tags"]]
+        changed = bool(name and name != known["name"]) or merged != known["tags"]
+        known["name"] = name if name else known["name"]
+        known["tags"] = merged
+        if known["status"] == "unsubscribed":
+            known["status"] = "active"
+            counts["resubscribed"] += 1
+        else:
+            counts["updated" if changed else "unchanged"] += 1
+    subs = [(v["email"], v["name"], tuple(v["tags"]), v["status"]) for v in state.values()]
+    return counts, subs
+
+
+def _state(engine) -> list[tuple[str, str | None, tuple, str]]:
+    return [(s.email, s.name, s.tags, s.status) for s in _all(engine)]
+
+
+def _existing(engine) -> dict[str, dict]:
+    return {s.email.lower(): dict(email=s.email, name=s.name, tags=s.tags, status=s.status)
+            for s in _all(engine)}
+
+
+@pytest.mark.parametrize("resubscribe", [False, True], ids=["keep", "resubscribe"])
+def test_import_of_many_rows_with_repeats_across_batches_counts_as_row_by_row(engine, tmp_path,
+                                                                              resubscribe):
+    rng = random.Random(14)
+    # Some addresses are already there, a few of them unsubscribed.
+    store.import_csv(engine, _csv(tmp_path, "email,name,tags\n" + "".join(
+        f"user{i}@example.com,Old {i},old\n" for i in range(0, 1200, 7)), name="before.csv"))
+    for i in range(0, 1200, 49):
+        store.unsubscribe(engine, f"user{i}@example.com")
+    existing = _existing(engine)
+
+    rows: list[tuple[str, str, str]] = []
+    lines, bad_lines = ["email,name,tags"], []
+    for _ in range(2500):
+        if rng.random() < 0.02:
+            bad_lines.append(len(lines) + 1)
+            lines.append(f"broken{rng.randrange(100)}.example.com,X,")
+            continue
+        i = rng.randrange(1200)          # ~2,500 rows over 1,200 addresses: most come back, in any batch
+        local = rng.choice([f"user{i}", f"User{i}", f"USER{i}"])
+        address = f"{local}@{rng.choice(['example.com', 'Example.COM'])}"
+        name = rng.choice(["", "", f"Name {i}", f"Name {i} v{rng.randrange(3)}", f"  Name {i}  "])
+        tags = ";".join(rng.sample(["a", "b", "c", "d"], rng.randrange(3)))
+        rows.append((address, name, tags))
+        lines.append(f"{address},{name},{tags}")
+    assert len(rows) > 2 * store.IMPORT_BATCH
+    path = _csv(tmp_path, "\n".join(lines) + "\n")
+
+    counts, subs = _expected_import(existing, rows, resubscribe=resubscribe)
+    result = store.import_csv(engine, path, resubscribe=resubscribe)
+
+    assert _counts(result) == counts
+    assert counts["kept_unsubscribed" if not resubscribe else "resubscribed"] > 0
+    assert counts["updated"] > 0 and counts["unchanged"] > 0 and counts["added"] > 0
+    assert [line for line, _ in result.errors] == bad_lines
+    assert all(message.startswith("broken") for _, message in result.errors)
+    assert _state(engine) == subs
+
+
+@pytest.mark.parametrize("resubscribe", [False, True], ids=["keep", "resubscribe"])
+def test_unsubscribed_address_repeated_across_a_batch_boundary(engine, tmp_path, resubscribe):
+    store.import_csv(engine, _csv(tmp_path, "email,name,tags\nada@example.com,Ada,x\n"
+                                            "bob@example.com,Bob,\n", name="before.csv"))
+    store.unsubscribe(engine, "ada@example.com")
+    store.unsubscribe(engine, "bob@example.com")
+    filler = [f"f{i}@example.com,,\n" for i in range(2 * store.IMPORT_BATCH)]
+    last_of_first = store.IMPORT_BATCH - 1
+    # ada: last row of the first batch, then first row of the second; bob: twice in the second.
+    filler[last_of_first] = "ada@example.com,Ada Lovelace,y\n"
+    filler[last_of_first + 1] = "ADA@example.com,Ada King,z\n"
+    filler[last_of_first + 5] = "bob@example.com,,t\n"
+    filler[last_of_first + 9] = "bob@example.com,,t\n"
+    result = store.import_csv(engine, _csv(tmp_path, "email,name,tags\n" + "".join(filler)),
+                              resubscribe=resubscribe)
+    added = 2 * store.IMPORT_BATCH - 4
+    subs = _by_email(engine)
+    if resubscribe:
+        assert _counts(result) == {**COUNTS_ZERO, "added": added, "resubscribed": 2, "updated": 1,
+                                   "unchanged": 1}
+        assert (subs["ada@example.com"].status, subs["ada@example.com"].name) == ("active", "Ada King")
+        assert subs["ada@example.com"].tags == ("x", "y", "z")
+        assert subs["ada@example.com"].unsubscribed_at is None
+        assert (subs["bob@example.com"].status, subs["bob@example.com"].tags) == ("active", ("t",))
+    else:
+        assert _counts(result) == {**COUNTS_ZERO, "added": added, "kept_unsubscribed": 4}
+        assert (subs["ada@example.com"].status, subs["ada@example.com"].name) == ("unsubscribed", "Ada")
+        assert subs["ada@example.com"].tags == ("x",)
+        assert subs["ada@example.com"].unsubscribed_at is not None
+        assert (subs["bob@example.com"].status, subs["bob@example.com"].tags) == ("unsubscribed", ())
+    assert store.count(engine) == added + 2
+
+
+def test_import_non_utf8_byte_far_into_the_file_names_its_line_and_imports_nothing(engine, tmp_path):
+    lines = ["email,name"] + [f"user{i}@example.com,User {i}" for i in range(2, 2501)]
+    lines[1799] = "zoe@example.com,Zoë"                         # line 1,800, after a whole batch
+    path = _csv(tmp_path, "\n".join(lines) + "\n", name="mixed.csv", encoding="latin-1")
+    with pytest.raises(SubscriberError) as info:
+        store.import_csv(engine, path)
+    message = str(info.value)
+    assert message == f"{path}: line 1800: not UTF-8 text (byte 0xEB); save the CSV as UTF-8"
+    with pytest.raises(NotUtf8) as whole:                       # what reading the whole file says
+        read_utf8(path)
+    assert str(whole.value) in message
+    assert store.count(engine) == 0                             # the rows before it rolled back
+
+
+def test_import_truncated_utf8_at_the_end_names_the_last_line(engine, tmp_path):
+    path = tmp_path / "cut.csv"
+    path.write_bytes("email,name\nada@example.com,Ad\u00e9".encode()[:-1])
+    with pytest.raises(SubscriberError, match=r"line 2: not UTF-8 text \(byte 0xC3\)"):
+        store.import_csv(engine, path)
+
+
+def test_import_multiline_field_far_into_the_file_is_reported_at_its_first_line(engine, tmp_path):
+    lines = ["email,name"] + [f"user{i}@example.com,User {i}" for i in range(2, 1501)]
+    lines.append('not-an-address,"Three\nline\nname"')       # starts on line 1,501
+    lines.append('cy@example.com,"Cy\r\nCrlf"')               # line 1,504, spans two lines
+    lines += ["also bad,Z", "dee@example.com,Dee"]            # lines 1,506 and 1,507
+    result = store.import_csv(engine, _csv(tmp_path, "\n".join(lines) + "\n"))
+    assert [line for line, _ in result.errors] == [1501, 1506]
+    assert result.errors[0][1].startswith("not-an-address: ")
+    assert result.added == 1499 + 2
+    assert _by_email(engine)["cy@example.com"].name == "Cy\r\nCrlf"
 
 
 # -- unsubscribe / forget -----------------------------------------------------------------------

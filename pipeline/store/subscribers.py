@@ -10,20 +10,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-import io
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, Protocol, TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from pipeline.errors import PipelineError
-from pipeline.intake.textfile import NotUtf8, read_utf8
+from pipeline.intake.textfile import NotUtf8
 from pipeline.store.schema import secrets_table, subscribers
 
 
@@ -93,11 +92,35 @@ def _upsert(conn, email: str, name: str | None, tags: tuple[str, ...], *,  # typ
     row = conn.execute(select(subscribers).where(subscribers.c.email_key == email.lower())).first()
     name = (name or "").strip() or None
     if row is None:
-        conn.execute(insert(subscribers).values(
-            uid=secrets.token_hex(16), email=email, email_key=email.lower(), name=name,
-            tags=",".join(tags), status=SubscriberStatus.ACTIVE, source=source, created_at=now,
-            updated_at=now))
+        conn.execute(insert(subscribers).values(_new_row(email, name, tags, source=source, now=now)))
         return "added"
+    outcome, changes = _changes(row, name, tags, resubscribe=resubscribe)
+    if changes:
+        conn.execute(update(subscribers).where(subscribers.c.id == row.id)
+                     .values(**changes, updated_at=now))
+    return outcome
+
+
+def _new_row(email: str, name: str | None, tags: tuple[str, ...], *, source: str | None,
+             now: datetime) -> dict[str, object]:
+    """The column values of a subscriber seen for the first time (`name` already stripped)."""
+    return dict(uid=secrets.token_hex(16), email=email, email_key=email.lower(), name=name,
+                tags=",".join(tags), status=SubscriberStatus.ACTIVE, source=source, created_at=now,
+                updated_at=now)
+
+
+class _Stored(Protocol):
+    """What `_changes` reads of a subscriber: a database row, or an import's pending state."""
+
+    name: str | None
+    tags: str
+    status: str
+
+
+def _changes(row: _Stored, name: str | None, tags: tuple[str, ...], *, resubscribe: bool
+             ) -> tuple[str, dict[str, object]]:
+    """The outcome of seeing a known address again, and the columns that then change (empty when
+    nothing does). The one place this decision is made, for `upsert` and for batched imports."""
     changes: dict[str, object] = {}
     if name and name != row.name:
         changes["name"] = name
@@ -107,25 +130,111 @@ def _upsert(conn, email: str, name: str | None, tags: tuple[str, ...], *,  # typ
     outcome = "updated" if changes else "unchanged"
     if row.status == SubscriberStatus.UNSUBSCRIBED:
         if not resubscribe:
-            return "kept_unsubscribed"
+            return "kept_unsubscribed", {}
         changes.update(status=SubscriberStatus.ACTIVE, unsubscribed_at=None)
         outcome = "resubscribed"
-    if changes:
-        conn.execute(update(subscribers).where(subscribers.c.id == row.id)
-                     .values(**changes, updated_at=now))
-    return outcome
+    return outcome, changes
+
+
+# Rows validated before one round trip for the lot: one SELECT ... IN of their keys, one
+# executemany INSERT, one executemany UPDATE per set of changed columns. 1,000 keys stay far below
+# SQLite's limit on bound parameters (32,766), and a batch's state is a few hundred kilobytes.
+IMPORT_BATCH = 1000
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An address as the import currently sees it: as stored (id set) or to be inserted (id None),
+    with the earlier rows of the batch applied, so that a repeated address behaves as if each row
+    had been written before the next was read."""
+
+    id: int | None
+    name: str | None
+    tags: str
+    status: str
+
+
+def _import_batch(conn: Connection, batch: list[tuple[str, str | None, tuple[str, ...]]],
+                  result: ImportResult, *, resubscribe: bool, source: str | None) -> None:
+    """Apply a batch of valid rows (normalized address, name cell, tags), counting the outcomes
+    exactly as row-by-row upserts in file order would."""
+    now = _now()
+    c = subscribers.c
+    keys = {email.lower() for email, _, _ in batch}
+    seen: dict[str, _Pending] = {
+        row.email_key: _Pending(id=row.id, name=row.name, tags=row.tags, status=row.status)
+        for row in conn.execute(select(c.id, c.email_key, c.name, c.tags, c.status)
+                                .where(c.email_key.in_(keys)))}
+    inserts: dict[str, dict[str, object]] = {}      # by key, in order of first appearance (= ids)
+    updates: dict[int, dict[str, object]] = {}      # by id: every column changed by the batch
+    for email, raw_name, tags in batch:
+        key = email.lower()
+        name = (raw_name or "").strip() or None
+        pending = seen.get(key)
+        if pending is None:
+            values = _new_row(email, name, tags, source=source, now=now)
+            inserts[key] = values
+            seen[key] = _Pending(id=None, name=name, tags=str(values["tags"]),
+                                 status=SubscriberStatus.ACTIVE)
+            result.added += 1
+            continue
+        outcome, changes = _changes(pending, name, tags, resubscribe=resubscribe)
+        setattr(result, outcome, getattr(result, outcome) + 1)
+        if not changes:
+            continue
+        if "name" in changes:
+            pending.name = name
+        if "tags" in changes:
+            pending.tags = str(changes["tags"])
+        if "status" in changes:
+            pending.status = SubscriberStatus.ACTIVE
+        if pending.id is None:
+            inserts[key].update(changes)            # a new row is active: only name and tags change
+        else:
+            updates.setdefault(pending.id, {}).update(changes)
+    if inserts:
+        conn.execute(insert(subscribers), list(inserts.values()))
+    # An executemany needs the same SET clause for each row: group the rows by changed columns.
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for row_id, changes in updates.items():
+        groups.setdefault(tuple(sorted(changes)), []).append({**changes, "updated_at": now, "_id": row_id})
+    for params in groups.values():
+        conn.execute(update(subscribers).where(c.id == bindparam("_id")), params)
+
+
+def _utf8_lines(binary: BinaryIO) -> Iterator[str]:
+    """The file's lines, decoded one at a time (memory stays flat for any size), a leading
+    byte-order mark dropped. Raises NotUtf8 with the same line and byte as `read_utf8`: lines
+    split at b"\n", which is never part of a multi-byte sequence, so each line decodes (or
+    fails at the same byte) as it would within the whole file."""
+    for number, raw in enumerate(binary, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotUtf8(number, raw[exc.start]) from None
+        yield line.removeprefix("\ufeff") if number == 1 else line
 
 
 def import_csv(engine: Engine, path: Path, *, resubscribe: bool = False) -> ImportResult:
     """Import a CSV with an `email` column and optional `name` and `tags` columns. Bad rows are
-    reported with their line numbers; the good ones are imported (in one transaction)."""
+    reported with their line numbers; the good ones are imported (in one transaction), a batch of
+    rows at a time. The file is read as it is imported: a file that turns out not to be UTF-8
+    imports nothing (the transaction is rolled back)."""
     try:
-        text = read_utf8(path)
+        binary = path.open("rb")
     except FileNotFoundError:
         raise SubscriberError(f"{path}: file not found") from None
-    except NotUtf8 as exc:
-        raise SubscriberError(f"{path}: {exc}; save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text))
+    with binary:
+        try:
+            return _import_lines(engine, path, _utf8_lines(binary), resubscribe=resubscribe)
+        except NotUtf8 as exc:
+            raise SubscriberError(f"{path}: {exc}; save the CSV as UTF-8") from None
+
+
+def _import_lines(engine: Engine, path: Path, lines: Iterator[str], *, resubscribe: bool) -> ImportResult:
+    # csv.reader takes the lines one by one and joins those of a quoted multi-line field itself;
+    # its line_num counts the lines taken, which gives the line where each row starts.
+    reader = csv.reader(lines)
     header = next(reader, [])
     columns = {c.strip().lower(): i for i, c in enumerate(header)}
     if "email" not in columns:
@@ -136,6 +245,7 @@ def import_csv(engine: Engine, path: Path, *, resubscribe: bool = False) -> Impo
         i = columns.get(column)
         return row[i] if i is not None and i < len(row) else None
 
+    batch: list[tuple[str, str | None, tuple[str, ...]]] = []
     with engine.begin() as conn:
         while True:
             line = reader.line_num + 1          # where the next row starts (it may span lines)
@@ -151,9 +261,12 @@ def import_csv(engine: Engine, path: Path, *, resubscribe: bool = False) -> Impo
                 shown = address.encode("unicode_escape").decode() if address else "(empty)"
                 result.errors.append((line, f"{shown}: {exc}"))
                 continue
-            name, tags = cell(row, "name"), _split_tags(cell(row, "tags"))
-            outcome = _upsert(conn, email, name, tags, resubscribe=resubscribe, source=path.name)
-            setattr(result, outcome, getattr(result, outcome) + 1)
+            batch.append((email, cell(row, "name"), _split_tags(cell(row, "tags"))))
+            if len(batch) == IMPORT_BATCH:
+                _import_batch(conn, batch, result, resubscribe=resubscribe, source=path.name)
+                batch.clear()
+        if batch:
+            _import_batch(conn, batch, result, resubscribe=resubscribe, source=path.name)
     return result
 
 
