@@ -21,8 +21,8 @@ from pipeline.intake.generators.common import (
     SiteConfigError,
     UrlProblem,
     base_url,
-    first_existing,
     js_string,
+    one_config_file,
     text_of,
 )
 from pipeline.intake.slugs import github_slug
@@ -46,8 +46,7 @@ class AstroSettings:
 
 
 def config_files(root: Path, file: str | None) -> list[Path]:
-    found = root / file if file else first_existing(root, FILES)
-    return [found] if found else []
+    return one_config_file(root, file, FILES)
 
 
 def detect(root: Path) -> bool:

@@ -138,3 +138,10 @@ def js_string(text: str, key: str) -> str | None:
 def first_existing(root: Path, names: tuple[str, ...]) -> Path | None:
     """The first of `names` that is a file under `root`."""
     return next((root / n for n in names if (root / n).is_file()), None)
+
+
+def one_config_file(root: Path, file: str | None, names: tuple[str, ...]) -> list[Path]:
+    """A generator's config for a site with one config file: `file` (site.generator_config), else
+    the first of `names` found under `root`; none when there is none."""
+    found = root / file if file else first_existing(root, names)
+    return [found] if found else []

@@ -19,8 +19,8 @@ from pipeline.intake.generators.common import (
     Shown,
     SiteConfigError,
     UrlProblem,
-    first_existing,
     js_string,
+    one_config_file,
 )
 from pipeline.intake.textfile import NotUtf8, read_utf8
 
@@ -41,8 +41,7 @@ class EleventySettings:
 
 
 def config_files(root: Path, file: str | None) -> list[Path]:
-    found = root / file if file else first_existing(root, FILES)
-    return [found] if found else []
+    return one_config_file(root, file, FILES)
 
 
 def detect(root: Path) -> bool:

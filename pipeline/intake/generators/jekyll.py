@@ -24,8 +24,8 @@ from pipeline.intake.generators.common import (
     SiteConfigError,
     UrlProblem,
     base_url,
-    first_existing,
     load_data,
+    one_config_file,
     text_of,
 )
 from pipeline.intake.slugs import jekyll_escape, jekyll_slugify
@@ -60,12 +60,11 @@ class JekyllSettings:
 
 
 def config_files(root: Path, file: str | None) -> list[Path]:
-    found = root / file if file else first_existing(root, FILES)
-    return [found] if found else []
+    return one_config_file(root, file, FILES)
 
 
 def detect(root: Path) -> bool:
-    return first_existing(root, FILES) is not None
+    return bool(one_config_file(root, None, FILES))
 
 
 def read(files: list[Path], root: Path, shown: Shown) -> JekyllSettings:
