@@ -527,7 +527,7 @@ def serve(obj: _Context, host: str, port: int) -> None:
     Example:
       pipeline serve --host 127.0.0.1 --port 8080
     """
-    from pipeline.web.unsubscribe import build_server
+    from pipeline.web.server import build_server
 
     server = build_server(obj.config, host=host, port=port)
     # The request log (tokens replaced by uids) is at INFO, in place of uvicorn's access log.

@@ -52,6 +52,17 @@ class Site(_Model):
     generator: Literal["auto", "hugo", "jekyll", "pelican", "eleventy", "astro", "none"] = "none"
     root: str = "."                  # the blog's repository, relative to config.yaml's folder
     generator_config: str | None = None   # the generator's config file, if not its usual name
+    # The sender's postal address, shown in every email's footer (CAN-SPAM); `check` requires it
+    # once a real email channel is configured.
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be the postal address readers can write to, e.g. "
+                             "\"RTR Wellness Center, 12 Main St, Springfield, IL 62701, USA\"")
+        return " ".join(v.split()) if v else v
 
     @field_validator("locale")
     @classmethod
@@ -106,12 +117,81 @@ class EmailSettings(_Model):
     reply_to: Annotated[str, email_address(named=True)] | None = None
     name_fallback: str = "there"
     clip_bytes: int = Field(default=102_000, gt=0)   # Gmail clips messages larger than this
+    # The list's name in `List-Id: "<site.name>" <LIST.<site host>>` and in `Feedback-ID`.
+    list_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")] = "newsletter"
 
 
 class UnsubscribeSettings(_Model):
     base_url: Annotated[str, http_url("https://news.example.com")] = "http://127.0.0.1:8080"  # `serve`
     secret: SecretStr | None = None             # default: a random secret kept in the state database
     mailto: Annotated[str, email_address()] | None = None   # optional second List-Unsubscribe target
+
+
+class SubscribeSettings(_Model):
+    """`subscribe:`: the sign-up form of `pipeline serve` (double opt-in)."""
+
+    topics: list[Annotated[str, Field(pattern=r"^[\w][\w .&-]{0,40}$")]] = []   # tags a reader may pick
+    allowed_origins: list[Annotated[str, http_url("https://blog.example.com")]] = []   # default site.url
+    confirm_days: int = Field(default=7, ge=1, le=90)     # a confirmation link works this long
+    resend_minutes: int = Field(default=60, ge=1)         # a pending address gets at most one mail per this
+    rate_per_ip: int = Field(default=10, ge=1)            # sign-ups per IP address per hour
+    rate_per_address: int = Field(default=5, ge=1)        # sign-ups per address per hour
+    max_body: int = Field(default=8192, ge=512, le=1_000_000)   # bytes of a POST body
+    channel: str | None = None        # the email channel confirmations go through (default: the first)
+    redirect: Annotated[str, http_url("https://blog.example.com/thanks/", base=False)] | None = None
+
+
+class ImapSettings(_Model):
+    """`bounces.imap:`: the bounce mailbox on an IMAP server."""
+
+    host: str
+    port: int = Field(default=993, gt=0, lt=65536)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password: SecretStr
+    folder: str = "INBOX"
+    tls_verify: bool = True
+    ca_file: str | None = None
+    timeout: float = Field(default=30, gt=0)
+
+
+class SesWebhook(_Model):
+    topic_arns: list[str] = []        # accepted SNS topics (empty: any topic whose signature verifies)
+
+
+class PostmarkWebhook(_Model):
+    username: str                     # the basic-auth credentials set on the webhook's URL
+    password: SecretStr
+
+
+class MailgunWebhook(_Model):
+    signing_key: SecretStr            # "HTTP webhook signing key" in Mailgun's settings
+
+
+class SendgridWebhook(_Model):
+    public_key: SecretStr             # the signed event webhook's verification key (base64 DER)
+
+
+class WebhookSettings(_Model):
+    ses: SesWebhook | None = None
+    postmark: PostmarkWebhook | None = None
+    mailgun: MailgunWebhook | None = None
+    sendgrid: SendgridWebhook | None = None
+
+
+class BounceSettings(_Model):
+    """`bounces:`: where bounces and complaints come back, and when an address counts as bounced."""
+
+    # The envelope sender of every newsletter; with `verp`, `LOCAL+<token>@DOMAIN`, so that a
+    # bounce names the subscriber and the edition.
+    address: Annotated[str, email_address()] | None = None
+    verp: bool = True
+    soft_limit: int = Field(default=3, ge=1)          # soft bounces within `soft_days` -> bounced
+    soft_days: int = Field(default=30, ge=1)
+    imap: ImapSettings | None = None
+    maildir: str | None = None
+    delete: bool = False              # delete read messages (default: mark them read / move to cur/)
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 class PreviewSettings(_Model):
@@ -157,6 +237,8 @@ class Config(_Model):
     channels: dict[str, dict[str, Any]] = {"outbox": {"type": "outbox", "path": "out/outbox"}}
     preview: PreviewSettings = PreviewSettings()
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    subscribe: SubscribeSettings = SubscribeSettings()
+    bounces: BounceSettings = BounceSettings()
     digest: DigestSettings = DigestSettings()
     default_channels: list[str] = []              # where a post's `publish_at` sends it by default
     schedule: list[Entry] = []
@@ -219,6 +301,13 @@ class Config(_Model):
         """The configured limit of `network`, else the network's own default."""
         settings = self.networks.get(network)
         return settings.limit if settings and settings.limit else NETWORKS[network].default_limit
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """Origins whose pages may post the sign-up form (`subscribe.allowed_origins`, else the
+        site's own)."""
+        origins = self.subscribe.allowed_origins or [self.site.url]
+        return [f"{urlsplit(o).scheme}://{urlsplit(o).netloc}" for o in origins]
 
     @property
     def sender(self) -> str:

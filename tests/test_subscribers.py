@@ -437,7 +437,7 @@ def test_export_csv(engine):
     out = io.StringIO()
     assert store.export_csv(engine, out) == 2
     text = out.getvalue()
-    assert text.splitlines()[0] == "email,name,tags,status,subscribed_at"
+    assert text.splitlines()[0] == "email,name,tags,status,subscribed_at,consent_at,consent_source,status_reason"
     rows = list(csv.reader(io.StringIO(text)))
     assert len(rows) == 3
     assert rows[1][:4] == ["ada@example.com", "Ada, Countess", "x,y", "active"]
@@ -641,7 +641,8 @@ def test_cli_export(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 subscriber(s) written" in result.stderr
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert rows[0] == ["email", "name", "tags", "status", "subscribed_at"]
+    assert rows[0] == ["email", "name", "tags", "status", "subscribed_at", "consent_at", "consent_source",
+                       "status_reason"]
     assert [r[:4] for r in rows[1:]] == [["ada@example.com", "Ada", "x", "active"],
                                          ["bob@example.com", "", "", "unsubscribed"]]
 

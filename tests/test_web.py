@@ -20,7 +20,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
-from pipeline.web.unsubscribe import build_server
+from pipeline.web.server import build_server
 from tests.servers import AppServers, wait_healthy
 from tests.smtp_sink import free_port
 
@@ -375,7 +375,7 @@ def test_connections_without_a_complete_request_are_closed(serve, config, engine
                                                           trickle):
     """Slowloris: a request (line, headers and body) must arrive within the deadline of the
     connection opening; more bytes do not extend it."""
-    caplog.set_level(logging.INFO, logger="pipeline.web.unsubscribe")
+    caplog.set_level(logging.INFO, logger="pipeline.web.server")
     base = serve(config, request_timeout=1)
     port = int(base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

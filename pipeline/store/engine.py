@@ -140,6 +140,21 @@ def _ensure_schema(engine: Engine, *, new: bool) -> None:
         raise StateError(f"state database {where(engine)} is not a pipeline database (it has no "
                          f"{' or '.join(sorted(CORE_TABLES - tables))} table); {RESTORE}")
     metadata.create_all(engine)
+    if not new:
+        _add_columns(engine)
+
+
+def _add_columns(engine: Engine) -> None:
+    """Add the nullable columns that later versions added to existing tables (a database made by
+    an older version keeps its rows and gains the columns, empty)."""
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

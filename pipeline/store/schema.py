@@ -49,6 +49,26 @@ subscribers = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("unsubscribed_at", UTCDateTime()),
+    # Consent: when, how (form / import:<file> / cli) and from where (HMAC of the IP address).
+    Column("consent_at", UTCDateTime()),
+    Column("consent_source", String(200)),
+    Column("consent_ip", String(64)),
+    Column("confirm_sent_at", UTCDateTime()),     # the last confirmation email (double opt-in)
+    Column("status_reason", String(500)),         # why the status last changed (bounce, complaint)
+)
+
+# What came back for a subscriber: bounces, complaints, unsubscribes by mail or webhook. One row
+# per event, `event_id` unique so that reading a mailbox or a webhook twice counts nothing twice.
+subscriber_events = Table(
+    "subscriber_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(300), nullable=False, unique=True),
+    Column("email_key", String(320), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),       # hard | soft | policy | complaint | unsubscribe
+    Column("source", String(40), nullable=False),     # smtp | dsn | arf | mailto | ses | postmark | ...
+    Column("edition", String(300)),
+    Column("detail", String(1000)),
+    Column("at", UTCDateTime(), nullable=False),
 )
 
 secrets_table = Table(

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol, TextIO
@@ -27,8 +27,21 @@ from pipeline.store.schema import secrets_table, subscribers
 
 
 class SubscriberStatus(StrEnum):
+    """Only `active` is ever mailed. `pending` waits for its confirmation (double opt-in);
+    `bounced` and `complained` come back from the mail system; `suppressed` is the operator's
+    own blocklist, which no import, form or link can lift."""
+
+    PENDING = "pending"
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    SUPPRESSED = "suppressed"
+
+
+# Statuses a re-import (or `add`) leaves alone unless asked to resubscribe; `suppressed` stays.
+KEPT_UNLESS_RESUBSCRIBE = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
+                                     SubscriberStatus.COMPLAINED})
 
 
 class SubscriberError(PipelineError):
@@ -44,6 +57,9 @@ class Subscriber:
     uid: str
     created_at: datetime
     unsubscribed_at: datetime | None = None
+    consent_at: datetime | None = None
+    consent_source: str | None = None
+    status_reason: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -53,7 +69,8 @@ class ImportResult:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    kept_unsubscribed: int = 0
+    kept_unsubscribed: int = 0      # unsubscribed, bounced or complained, and not --resubscribe
+    kept_suppressed: int = 0
     resubscribed: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
 
@@ -106,7 +123,12 @@ def _new_row(email: str, name: str | None, tags: tuple[str, ...], *, source: str
     """The column values of a subscriber seen for the first time (`name` already stripped)."""
     return dict(uid=secrets.token_hex(16), email=email, email_key=email.lower(), name=name,
                 tags=",".join(tags), status=SubscriberStatus.ACTIVE, source=source, created_at=now,
-                updated_at=now)
+                updated_at=now, consent_at=now, consent_source=_consent(source))
+
+
+def _consent(source: str | None) -> str:
+    """How an operator-added address consented: `import:<file>`, else `cli`."""
+    return f"import:{source}"[:200] if source and source != "cli" else "cli"
 
 
 class _Stored(Protocol):
@@ -128,11 +150,17 @@ def _changes(row: _Stored, name: str | None, tags: tuple[str, ...], *, resubscri
     if merged != row.tags:
         changes["tags"] = merged
     outcome = "updated" if changes else "unchanged"
-    if row.status == SubscriberStatus.UNSUBSCRIBED:
+    if row.status == SubscriberStatus.SUPPRESSED:
+        return "kept_suppressed", {}
+    if row.status in KEPT_UNLESS_RESUBSCRIBE:
         if not resubscribe:
             return "kept_unsubscribed", {}
-        changes.update(status=SubscriberStatus.ACTIVE, unsubscribed_at=None)
+        changes.update(status=SubscriberStatus.ACTIVE, unsubscribed_at=None, status_reason=None)
         outcome = "resubscribed"
+    elif row.status == SubscriberStatus.PENDING:
+        # The operator vouches for the address (an import or `add` is their consent record).
+        changes.update(status=SubscriberStatus.ACTIVE)
+        outcome = "updated"
     return outcome, changes
 
 
@@ -270,12 +298,36 @@ def _import_lines(engine: Engine, path: Path, lines: Iterator[str], *, resubscri
     return result
 
 
-def unsubscribe(engine: Engine, address: str) -> bool:
-    """Mark an address unsubscribed (kept, so that a re-import cannot resubscribe it)."""
+def unsubscribe(engine: Engine, address: str, *, reason: str | None = None) -> bool:
+    """Mark an address unsubscribed (kept, so that a re-import cannot resubscribe it). A
+    bounced, complained or suppressed address keeps that status (it is not mailed either way)."""
     with engine.begin() as conn:
         done = conn.execute(
-            update(subscribers).where(subscribers.c.email_key == normalize(address).lower())
-            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=_now(), updated_at=_now()))
+            update(subscribers).where(subscribers.c.email_key == normalize(address).lower(),
+                                      subscribers.c.status.in_([SubscriberStatus.ACTIVE,
+                                                                SubscriberStatus.PENDING]))
+            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=_now(), updated_at=_now(),
+                    status_reason=reason))
+        if done.rowcount:
+            return True
+        known = conn.execute(select(subscribers.c.id)
+                             .where(subscribers.c.email_key == normalize(address).lower())).first()
+    return known is not None
+
+
+def set_status(engine: Engine, address: str, status: SubscriberStatus, *, reason: str | None = None
+               ) -> bool:
+    """Give an address a status outright (the operator's `suppress` / `unsuppress`). Returns
+    False for an unknown address."""
+    now = _now()
+    values: dict[str, object] = dict(status=status, updated_at=now, status_reason=reason)
+    if status != SubscriberStatus.ACTIVE:
+        values["unsubscribed_at"] = now
+    else:
+        values["unsubscribed_at"] = None
+    with engine.begin() as conn:
+        done = conn.execute(update(subscribers)
+                            .where(subscribers.c.email_key == normalize(address).lower()).values(**values))
     return done.rowcount > 0
 
 
@@ -298,9 +350,7 @@ def iter_subscribers(engine: Engine, *, status: str | None = None, page: int = 1
         with engine.connect() as conn:
             rows = conn.execute(query).all()
         for row in rows:
-            yield Subscriber(email=row.email, name=row.name, tags=_split_tags(row.tags),
-                             status=row.status, uid=row.uid, created_at=row.created_at,
-                             unsubscribed_at=row.unsubscribed_at)
+            yield from_row(row)
         if len(rows) < page:
             return
         last = rows[-1].id
@@ -309,11 +359,14 @@ def iter_subscribers(engine: Engine, *, status: str | None = None, page: int = 1
 def export_csv(engine: Engine, out: TextIO, *, status: str | None = None) -> int:
     """Write subscribers as CSV (email, name, tags, status, subscribed_at); returns the count."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", "tags", "status", "subscribed_at"])
+    writer.writerow(["email", "name", "tags", "status", "subscribed_at", "consent_at", "consent_source",
+                     "status_reason"])
     count = 0
     for s in iter_subscribers(engine, status=status):
         writer.writerow([s.email, s.name or "", ",".join(s.tags), s.status,
-                         s.created_at.isoformat(timespec="seconds")])
+                         s.created_at.isoformat(timespec="seconds"),
+                         s.consent_at.isoformat(timespec="seconds") if s.consent_at else "",
+                         s.consent_source or "", s.status_reason or ""])
         count += 1
     return count
 
@@ -358,5 +411,157 @@ def resolve_token(engine: Engine, value: str, secret: str) -> Subscriber | None:
         row = conn.execute(select(subscribers).where(subscribers.c.uid == uid)).first()
     if row is None or not hmac.compare_digest(token(row.uid, row.email, secret), value):
         return None
+    return from_row(row)
+
+
+def from_row(row) -> Subscriber:  # type: ignore[no-untyped-def]
+    """A Subscriber from a row of the subscribers table."""
     return Subscriber(email=row.email, name=row.name, tags=_split_tags(row.tags), status=row.status,
-                      uid=row.uid, created_at=row.created_at, unsubscribed_at=row.unsubscribed_at)
+                      uid=row.uid, created_at=row.created_at, unsubscribed_at=row.unsubscribed_at,
+                      consent_at=row.consent_at, consent_source=row.consent_source,
+                      status_reason=row.status_reason)
+
+
+def find(engine: Engine, *, address: str | None = None, uid: str | None = None) -> Subscriber | None:
+    """The subscriber with this address (any case) or uid, or None."""
+    c = subscribers.c
+    where = c.uid == uid if uid is not None else c.email_key == normalize(address or "").lower()
+    with engine.connect() as conn:
+        row = conn.execute(select(subscribers).where(where)).first()
+    return from_row(row) if row is not None else None
+
+
+# -- double opt-in ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class SignUp:
+    """What a sign-up did: the subscriber as stored now, and whether a confirmation email is due
+    (a new or still-pending address, at most once per `resend_after`)."""
+
+    subscriber: Subscriber
+    send_confirmation: bool
+
+
+def sign_up(engine: Engine, address: str, *, name: str | None = None, tags: tuple[str, ...] = (),
+            ip_hash: str | None = None, resend_after: timedelta = timedelta(hours=1),
+            now: datetime | None = None) -> SignUp:
+    """Record a sign-up from the form: a new address becomes `pending`. An active address is left
+    as it is (a stranger must not change someone's name or topics), and so is a suppressed one;
+    any other gets a confirmation email, at most one per `resend_after`. Raises ValueError for
+    an invalid address."""
+    email = normalize(address)
+    now = now or _now()
+    name = (name or "").strip()[:200] or None
+    c = subscribers.c
+    with engine.begin() as conn:
+        row = conn.execute(select(subscribers).where(c.email_key == email.lower())).first()
+        if row is None:
+            values = {**_new_row(email, name, tags, source="form", now=now),
+                      "status": SubscriberStatus.PENDING, "consent_at": None, "consent_source": None,
+                      "consent_ip": ip_hash, "confirm_sent_at": now}
+            conn.execute(insert(subscribers).values(values))
+            row = conn.execute(select(subscribers).where(c.email_key == email.lower())).one()
+            return SignUp(subscriber=from_row(row), send_confirmation=True)
+        if row.status in (SubscriberStatus.ACTIVE, SubscriberStatus.SUPPRESSED):
+            return SignUp(subscriber=from_row(row), send_confirmation=False)
+        last = row.confirm_sent_at
+        due = last is None or now - last >= resend_after
+        changes: dict[str, object] = {}
+        if row.status == SubscriberStatus.PENDING:      # nobody's data yet: the newest form wins
+            changes = {"name": name or row.name, "tags": ",".join(tags) or row.tags}
+        if due:
+            changes.update(confirm_sent_at=now, consent_ip=ip_hash)
+        if changes:
+            conn.execute(update(subscribers).where(c.id == row.id).values(**changes, updated_at=now))
+        row = conn.execute(select(subscribers).where(c.id == row.id)).one()
+    return SignUp(subscriber=from_row(row), send_confirmation=due)
+
+
+def confirm(engine: Engine, uid: str, *, now: datetime | None = None) -> Subscriber | None:
+    """The confirmation link was followed: the address is `active`, its consent recorded (the
+    form's). Suppressed addresses stay suppressed. None for an unknown uid."""
+    now = now or _now()
+    c = subscribers.c
+    with engine.begin() as conn:
+        conn.execute(update(subscribers).where(c.uid == uid, c.status != SubscriberStatus.SUPPRESSED,
+                                               c.status != SubscriberStatus.ACTIVE)
+                     .values(status=SubscriberStatus.ACTIVE, consent_at=now, consent_source="form",
+                             unsubscribed_at=None, status_reason=None, updated_at=now))
+        row = conn.execute(select(subscribers).where(c.uid == uid)).first()
+    return from_row(row) if row is not None else None
+
+
+def update_preferences(engine: Engine, uid: str, *, name: str | None, topics: tuple[str, ...],
+                       all_topics: tuple[str, ...]) -> Subscriber | None:
+    """The manage page: a new name, and the topics the reader wants among `all_topics` (their
+    other tags, set by the operator, are kept)."""
+    c = subscribers.c
+    with engine.begin() as conn:
+        row = conn.execute(select(subscribers).where(c.uid == uid)).first()
+        if row is None:
+            return None
+        kept = [t for t in _split_tags(row.tags) if t not in all_topics]
+        chosen = [t for t in all_topics if t in topics]
+        conn.execute(update(subscribers).where(c.id == row.id).values(
+            name=(name or "").strip()[:200] or None, tags=",".join([*kept, *chosen]), updated_at=_now()))
+        row = conn.execute(select(subscribers).where(c.id == row.id)).one()
+    return from_row(row)
+
+
+def resubscribe(engine: Engine, uid: str) -> Subscriber | None:
+    """The manage page's "subscribe again" (the link proves the address is the reader's): an
+    unsubscribed address becomes active. Bounced, complained and suppressed ones do not: the
+    reader signs up again through the form and confirms."""
+    c = subscribers.c
+    with engine.begin() as conn:
+        conn.execute(update(subscribers).where(c.uid == uid, c.status == SubscriberStatus.UNSUBSCRIBED)
+                     .values(status=SubscriberStatus.ACTIVE, unsubscribed_at=None, status_reason=None,
+                             consent_at=_now(), consent_source="manage", updated_at=_now()))
+        row = conn.execute(select(subscribers).where(c.uid == uid)).first()
+    return from_row(row) if row is not None else None
+
+
+def confirm_token(uid: str, email: str, secret: str, *, expires: datetime) -> str:
+    """`<uid>.<expiry, unix seconds in base 36>.<HMAC>`: a confirmation link that works until
+    `expires` and cannot be made for another address or a later time without the secret."""
+    stamp = _base36(int(expires.timestamp()))
+    mac = hmac.new(secret.encode(), f"confirm:{uid}:{email.lower()}:{stamp}".encode(),
+                   hashlib.sha256).hexdigest()
+    return f"{uid}.{stamp}.{mac[:40]}"
+
+
+def resolve_confirm_token(engine: Engine, value: str, secret: str, *, now: datetime | None = None
+                          ) -> tuple[Subscriber | None, str]:
+    """(subscriber, "") for a valid, unexpired confirmation token, else (None, reason) with
+    reason "malformed", "unknown" (forged, or the address was erased) or "expired"."""
+    parts = value.split(".")
+    if len(parts) != 3 or len(parts[0]) != 32 or len(parts[2]) != 40 or len(parts[1]) > 12 \
+            or not all(ch in "0123456789abcdef" for ch in parts[0] + parts[2]) \
+            or not parts[1].isalnum() or not parts[1].isascii():
+        return None, "malformed"
+    with engine.connect() as conn:
+        row = conn.execute(select(subscribers).where(subscribers.c.uid == parts[0])).first()
+    if row is None:
+        return None, "unknown"
+    expires = datetime.fromtimestamp(int(parts[1], 36), UTC)
+    if not hmac.compare_digest(confirm_token(row.uid, row.email, secret, expires=expires), value):
+        return None, "unknown"
+    if (now or _now()) >= expires:
+        return None, "expired"
+    return from_row(row), ""
+
+
+def ip_hash(ip: str, secret: str) -> str:
+    """The consent record's trace of an IP address: an HMAC, so that it can be matched against a
+    known address on request but not reversed by trying all four billion."""
+    return hmac.new(secret.encode(), f"ip:{ip}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out

@@ -1,0 +1,11 @@
+"""(being written: routes of `pipeline serve`)"""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from pipeline.web.server import WebContext
+
+
+def routes(ctx: WebContext) -> list[Route]:
+    return []
