@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from pipeline.web.server import WebContext
+from pipeline.web.context import WebContext
 
 
 def routes(ctx: WebContext) -> list[Route]:

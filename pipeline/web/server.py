@@ -13,25 +13,21 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import h11
-import jinja2
 import uvicorn
-from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.config import Config
-from pipeline.render.email import environment
-from pipeline.store.engine import engine_for
-from pipeline.store.subscribers import state_secret
+from pipeline.web import archive, esp_webhooks, signup, unsubscribe
+from pipeline.web.context import web_context
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +46,9 @@ SECURITY_HEADERS = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class WebContext:
-    """What every endpoint module gets: the config, the state database, the secret tokens are
-    signed with, and the templates under `templates/web/`."""
-
-    config: Config
-    engine: Engine
-    secret: str
-    templates: jinja2.Environment
-
-    def page(self, template: str, title: str, status: int = 200, **extra: object) -> HTMLResponse:
-        """A page of `templates/web/`, never cached (it may show an address)."""
-        html = self.templates.get_template(f"web/{template}").render(
-            title=title, site_name=self.config.site.name, site_url=self.config.site.url,
-            language=self.config.site.locale.split("_")[0], **extra)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-def web_context(config: Config) -> WebContext:
-    """The context of `create_app`: the state database opened, the token secret read (the
-    configured `unsubscribe.secret`, else the one kept in the database)."""
-    engine = engine_for(config)
-    secret = (config.unsubscribe.secret.get_secret_value() if config.unsubscribe.secret
-              else state_secret(engine))
-    return WebContext(config=config, engine=engine, secret=secret,
-                      templates=environment(config.path(config.templates).resolve()))
-
-
 def create_app(config: Config) -> Starlette:
     """The Starlette app of `pipeline serve`: unsubscribe, sign-up, confirm, manage, the edition
     archive and the ESP webhooks, each module giving its routes."""
-    from pipeline.web import archive, esp_webhooks, signup, unsubscribe
-
     ctx = web_context(config)
 
     async def health(_: Request) -> PlainTextResponse:

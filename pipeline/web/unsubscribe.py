@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from pipeline.store.subscribers import resolve_token, unsubscribe
-from pipeline.web.server import WebContext
+from pipeline.web.context import WebContext
 
 log = logging.getLogger(__name__)
 
