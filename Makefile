@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench golden screenshots browser clean
+.PHONY: demo test lint bench golden screenshots browser dovecot clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -29,13 +29,17 @@ demo: $(STAMP)
 	$(BIN)/pipeline status
 	@echo "Previews: out/preview/<slug>/  Sent (outbox): out/outbox/mail, out/outbox/social.jsonl, out/outbox/articles/"
 
-test: $(TEST_STAMP) browser
+test: $(TEST_STAMP) browser dovecot
 	$(BIN)/ruff check pipeline tests bench docs
 	$(BIN)/python -m pytest
 
 # Debian's Chromium, which the browser tests drive with Playwright (installed when missing).
 browser:
 	@.ci/install-chromium
+
+# Debian's Dovecot, the IMAP server the bounce-mailbox tests start with a throwaway config.
+dovecot:
+	@.ci/install-dovecot
 
 # The preview page's screenshots in docs/ (shown in README).
 screenshots: $(TEST_STAMP) browser

@@ -150,7 +150,8 @@ def preparation(config_path: Path, rounds: int = 5, per_round: int = 2000) -> tu
         address = f"reader{i}@example.com"
         url = f"https://news.example.com/unsubscribe/{token(uid, address, 'secret')}"
         return template.render(to=address, values={"name": f"Reader {i}", "email": address,
-                                                   "unsubscribe_url": url},
+                                                   "unsubscribe_url": url,
+                                                   "manage_url": url.replace("/unsubscribe/", "/manage/")},
                                list_unsubscribe=f"<{url}>")
 
     fast, slow = [], []
@@ -162,7 +163,7 @@ def preparation(config_path: Path, rounds: int = 5, per_round: int = 2000) -> tu
         t = time.perf_counter()
         for i in range(per_round // 20):
             bytes(build_message(edition, sender=config.sender, to=f"reader{i}@example.com",
-                                values={"name": "x", "email": "x", "unsubscribe_url": "x"},
+                                values={"name": "x", "email": "x", "unsubscribe_url": "x", "manage_url": "x"},
                                 domain="example.com", date=datetime.now(UTC)))
         slow.append((time.perf_counter() - t) / (per_round // 20) * 1e6)
     return statistics.median(fast), statistics.median(slow), fill(0)

@@ -13,9 +13,10 @@ from pipeline.errors import PipelineError
 from pipeline.intake.permalinks import site_config
 from pipeline.intake.posts import load_posts
 from pipeline.intake.sources import load_all
-from pipeline.models import Problem
+from pipeline.models import Problem, Severity
 from pipeline.preview import render_posts
 from pipeline.render.email import environment
+from pipeline.render.links import private_host
 
 
 def check_templates(config: Config) -> list[Problem]:
@@ -48,12 +49,62 @@ def check_channels(config: Config) -> list[Problem]:
     return problems
 
 
+def email_channels(config: Config) -> list[str]:
+    """The channels that send email to real inboxes: every channel type that sends email except
+    the outbox (which writes files). Unknown types are `check_channels`' business."""
+    from pipeline.channels.registry import CHANNELS
+
+    return [name for name, entry in config.channels.items()
+            if entry.get("type") in CHANNELS and entry["type"] != "outbox"
+            and "email" in CHANNELS[entry["type"]].kinds]
+
+
+def check_compliance(config: Config) -> list[Problem]:
+    """What sending to real inboxes needs (CAN-SPAM, the bulk senders' rules): the postal address
+    in the footer, unsubscribe and manage links readers can open (https, a public host), and a
+    bounce address. Nothing to say while only the outbox sends email."""
+    channels = email_channels(config)
+    if not channels:
+        return []
+    named = ", ".join(channels)
+    problems = []
+    if not config.site.address:
+        problems.append(Problem(where=_where(config, "site", "address"), message=(
+            f"required when a real email channel ({named}) is configured: the postal address readers "
+            "can write to (CAN-SPAM)")))
+    base = config.unsubscribe.base_url
+    reasons = [*(["is not https"] if urlsplit(base).scheme != "https" else []),
+               *([f"is {why}"] if (why := private_host(base)) else [])]
+    if reasons:
+        problems.append(Problem(where=_where(config, "unsubscribe", "base_url"), message=(
+            f"{base}{'' if ('unsubscribe',) in config.key_lines else ' (the default)'} "
+            f"{' and '.join(reasons)}, yet every email of {named} links to it (unsubscribe, "
+            "manage subscription, view in browser) for readers to open; set it to the public https "
+            "URL where `pipeline serve` answers, e.g. https://news.example.com")))
+    if not config.bounces.address:
+        problems.append(Problem(where=_where(config, "bounces", "address"), severity=Severity.WARNING,
+                                message=(f"not set: bounces of {named} go to the From address and "
+                                         "nothing reads them, so addresses that no longer exist stay "
+                                         "on the list; set it to a mailbox that `pipeline bounces` "
+                                         "reads (bounces.imap or bounces.maildir)")))
+    return problems
+
+
+def _where(config: Config, *key: str) -> str:
+    """`config.yaml:LINE: a.b` for a key whose section is in the file; a section left out (its
+    defaults apply) has no line of its own to name."""
+    if (key[0],) in config.key_lines:
+        return config.where(*key)
+    return f"{config.source}: {'.'.join(key)}"
+
+
 def check_all(config: Config) -> list[Problem]:
     """Every problem in the channels, the templates and the articles, rendering each fully: the
     posts and the feed entries stored (settled or not; read from the state database, no network),
-    so that a slug or canonical URL one of each share is found too."""
+    so that a slug or canonical URL one of each share is found too; and what sending to real
+    inboxes requires."""
     articles = load_all(config, now=datetime.max.replace(tzinfo=UTC))
-    return [*check_channels(config), *check_templates(config),
+    return [*check_channels(config), *check_compliance(config), *check_templates(config),
             *render_posts(config, loaded=articles).problems]
 
 

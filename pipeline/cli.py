@@ -188,19 +188,21 @@ def _serve_preview(config: Config, host: str, port: int) -> None:
 @click.option("--digest", "digest", default=None, metavar="ENTRY",
               help="send the next digest of this timetable entry instead of a post")
 @click.option("--to", "to", multiple=True, help="address (repeatable; default: preview.test_recipients)")
-@click.option("--channel", default=None, help="email channel (default: preview.test_channel, else the first)")
+@click.option("--channel", default=None,
+              help="email channel (default: preview.test_channel, else the first smtp one, else the outbox)")
 @click.pass_obj
 def send_test_command(obj: _Context, slug: str | None, digest: str | None, to: tuple[str, ...],
                       channel: str | None) -> None:
     """Send a post's email (or with --digest ENTRY, the next digest as it stands), marked [TEST],
-    to a few addresses; the ledger is not touched.
+    to a few addresses through a real email channel when one is configured; the ledger is not
+    touched.
 
     \b
     Examples:
       pipeline send-test 2020-09-01-ketamine-neurological-damage --to me@example.com
       pipeline send-test --digest weekly-newsletter
     """
-    from pipeline.web.send_test import send_digest_test, send_test
+    from pipeline.web.send_test import describe_channel, email_channel, send_digest_test, send_test
 
     if bool(slug) == bool(digest):
         raise click.UsageError("give a post's SLUG or --digest ENTRY (one of them)")
@@ -213,6 +215,8 @@ def send_test_command(obj: _Context, slug: str | None, digest: str | None, to: t
             out.print(f"sent test to {r.address} ({r.detail})")
         else:
             say("error", f"{r.address}: {r.detail}")
+    if any(r.ok for r in results):      # the channel resolved and worked: say which it was
+        out.print(f"Sent through {describe_channel(config, email_channel(config, channel))}")
     if not all(r.ok for r in results):
         sys.exit(1)
 
@@ -230,6 +234,9 @@ def _preview_table(batch: Batch, config: Config) -> None:
     out.print(table)
 
 
+STATUSES = ["pending", "active", "unsubscribed", "bounced", "complained", "suppressed"]
+
+
 @cli.group(short_help="Manage the subscriber list.")
 def subscribers() -> None:
     """Manage the subscriber list (in the state database).
@@ -242,7 +249,8 @@ def subscribers() -> None:
 
 @subscribers.command("import", short_help="Import subscribers from a CSV file.")
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--resubscribe", is_flag=True, help="also reactivate addresses that unsubscribed")
+@click.option("--resubscribe", is_flag=True,
+              help="also reactivate addresses that unsubscribed, bounced or complained")
 @click.pass_obj
 def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
     """Import a CSV with columns email, name (optional), tags (optional).
@@ -258,7 +266,8 @@ def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
     for line, message in result.errors:
         say("error", f"{csv_file}:{line}: {message}")
     out.print(f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
-              f"{result.resubscribed} resubscribed, {result.kept_unsubscribed} kept unsubscribed, "
+              f"{result.resubscribed} resubscribed, {result.kept_unsubscribed} kept unsubscribed "
+              f"(or bounced, complained), {result.kept_suppressed} kept suppressed, "
               f"{len(result.errors)} rejected")
     if result.errors:
         sys.exit(1)
@@ -268,7 +277,8 @@ def subscribers_import(obj: _Context, csv_file: str, resubscribe: bool) -> None:
 @click.argument("email")
 @click.option("--name", default=None, help="the name used in the greeting")
 @click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
-@click.option("--resubscribe", is_flag=True, help="reactivate the address if it unsubscribed")
+@click.option("--resubscribe", is_flag=True,
+              help="reactivate the address if it unsubscribed, bounced or complained")
 @click.pass_obj
 def subscribers_add(obj: _Context, email: str, name: str | None, tags: tuple[str, ...],
                     resubscribe: bool) -> None:
@@ -313,7 +323,7 @@ def subscribers_remove(obj: _Context, email: str, forget: bool) -> None:
 
 
 @subscribers.command("list", short_help="List subscribers.")
-@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None,
+@click.option("--status", type=click.Choice(STATUSES), default=None,
               help="only subscribers in this state (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array instead of a table")
 @click.pass_obj
@@ -332,17 +342,105 @@ def subscribers_list(obj: _Context, status: str | None, as_json: bool) -> None:
     rows = store.iter_subscribers(engine_for(obj.config), status=status)
     if as_json:
         out.print_json(json.dumps([{"email": s.email, "name": s.name, "tags": list(s.tags),
-                                    "status": s.status} for s in rows]))
+                                    "status": s.status, "reason": s.status_reason,
+                                    "consent_at": s.consent_at.isoformat() if s.consent_at else None,
+                                    "consent_source": s.consent_source} for s in rows]))
         return
-    table = Table("email", "name", "tags", "status")
+    table = Table("email", "name", "tags", "status", "reason")
     for s in rows:
-        table.add_row(s.email, s.name or "", ", ".join(s.tags), s.status)
+        table.add_row(s.email, s.name or "", ", ".join(s.tags), s.status, s.status_reason or "")
     out.print(table)
+
+
+@subscribers.command("show", short_help="Show one subscriber: status, consent, history.")
+@click.argument("email")
+@click.pass_obj
+def subscribers_show(obj: _Context, email: str) -> None:
+    """Show one subscriber: status and why, the consent record, and what came back (bounces,
+    complaints, unsubscribes), newest first.
+
+    \b
+    Example:
+      pipeline subscribers show ana@example.com
+    """
+    from pipeline.store import events
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
+
+    engine = engine_for(obj.config)
+    try:
+        found = store.find(engine, address=email)
+    except ValueError as exc:
+        raise PipelineError(f"{email}: {exc}") from None
+    if found is None:
+        raise PipelineError(f"{email}: not a subscriber")
+    consent = (f"{found.consent_at:%Y-%m-%d %H:%M} UTC via {found.consent_source}" if found.consent_at
+               else "not given yet (waiting for the confirmation link)" if found.status == "pending"
+               else "not recorded (added before consent was recorded)")
+    out.print(f"{found.email}: {found.status}" + (f" ({found.status_reason})" if found.status_reason else ""))
+    out.print(f"  name: {found.name or '-'}; tags: {', '.join(found.tags) or '-'}")
+    out.print(f"  consent: {consent}")
+    table = Table("when (UTC)", "event", "source", "edition", "detail")
+    for event in events.history(engine, found.email):
+        table.add_row(f"{event['at']:%Y-%m-%d %H:%M}", str(event["kind"]), str(event["source"]),
+                      str(event["edition"] or ""), str(event["detail"] or ""))
+    if table.row_count:
+        out.print(table)
+
+
+@subscribers.command("suppress", short_help="Never mail an address (your own blocklist).")
+@click.argument("addresses", nargs=-1, required=True)
+@click.option("--reason", default="suppressed by the operator", show_default=True,
+              help="why, kept with the address")
+@click.pass_obj
+def subscribers_suppress(obj: _Context, addresses: tuple[str, ...], reason: str) -> None:
+    """Put addresses on the suppression list: never mailed again, and no import, form or link can
+    bring them back (only `subscribers unsuppress`). Unknown addresses are added as suppressed.
+
+    \b
+    Example:
+      pipeline subscribers suppress abuse@example.com --reason "asked by phone"
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
+
+    engine = engine_for(obj.config)
+    for address in addresses:
+        try:
+            store.suppress(engine, address, reason=reason)
+        except ValueError as exc:
+            raise PipelineError(f"{address}: {exc}") from None
+        out.print(f"{address}: suppressed")
+
+
+@subscribers.command("unsuppress", short_help="Lift the suppression of an address.")
+@click.argument("email")
+@click.pass_obj
+def subscribers_unsuppress(obj: _Context, email: str) -> None:
+    """Lift a suppression: the address becomes unsubscribed (it is mailed again only after it
+    signs up and confirms, or with `subscribers add --resubscribe`).
+
+    \b
+    Example:
+      pipeline subscribers unsuppress ana@example.com
+    """
+    from pipeline.store import subscribers as store
+    from pipeline.store.engine import engine_for
+
+    engine = engine_for(obj.config)
+    try:
+        found = store.find(engine, address=email)
+    except ValueError as exc:
+        raise PipelineError(f"{email}: {exc}") from None
+    if found is None or found.status != "suppressed":
+        raise PipelineError(f"{email}: not suppressed ({found.status if found else 'not a subscriber'})")
+    store.set_status(engine, email, store.SubscriberStatus.UNSUBSCRIBED, reason="suppression lifted")
+    out.print(f"{email}: no longer suppressed (now unsubscribed)")
 
 
 @subscribers.command("export", short_help="Export subscribers as CSV.")
 @click.argument("csv_file", type=click.Path(dir_okay=False), required=False)
-@click.option("--status", type=click.Choice(["active", "unsubscribed"]), default=None,
+@click.option("--status", type=click.Choice(STATUSES), default=None,
               help="only subscribers in this state (default: all)")
 @click.pass_obj
 def subscribers_export(obj: _Context, csv_file: str | None, status: str | None) -> None:
@@ -437,6 +535,8 @@ def _summary(reports) -> int:  # type: ignore[no-untyped-def]
         out.print(f"{r.channel}: {r.sent} sent, {r.failed} failed, {r.unknown} unknown, "
                   f"{r.deferred} deferred, {r.already_sent} already sent"
                   + (f", {r.resent} resent after an interruption" if r.resent else "")
+                  + (f", {r.bounced} address{'es' if r.bounced != 1 else ''} now bounced (not mailed again)"
+                     if r.bounced else "")
                   + f" ({editions})")
         for message in r.errors[:5]:
             say("note", message, indent="  ")
@@ -516,12 +616,84 @@ def retry(obj: _Context, failed: bool, unknown: bool, channels: tuple[str, ...],
     sys.exit(_summary(reports))
 
 
-@cli.command(short_help="Serve the unsubscribe endpoints.")
+@cli.command(short_help="Read the bounce mailbox: bounces, complaints, unsubscribes.")
+@click.option("--dry-run", is_flag=True,
+              help="show what the unread messages would do; record nothing, mark nothing read")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+@click.pass_obj
+def bounces(obj: _Context, dry_run: bool, as_json: bool) -> None:
+    """Read the unread messages of the bounce mailbox (`bounces.imap` or `bounces.maildir`):
+    DSNs, ARF complaint reports and mails to `unsubscribe.mailto`. Prints what they were, the
+    subscribers whose status changed, and the bounce and complaint rates of the last 30 days.
+
+    \b
+    Examples:
+      pipeline bounces --dry-run
+      pipeline bounces --json
+    """
+    import json
+
+    from pipeline.bounces.reader import COMPLAINT_LIMIT, LABELS, rates, read_mailbox
+    from pipeline.store.engine import engine_for
+
+    config = obj.config
+    report = read_mailbox(config, dry_run=dry_run)
+    rate = rates(engine_for(config))
+    if as_json:
+        out.print_json(json.dumps({
+            "mailbox": report.where, "dry_run": dry_run, "messages": report.messages, "left": report.left,
+            "classes": report.classes,
+            "notes": list(report.notes),
+            "changed": [{"email": c.email, "status": c.status, "kind": c.kind, "source": c.source,
+                         "edition": c.edition} for c in report.changes],
+            "events": [{"email": e.email, "kind": e.kind, "source": e.source, "edition": e.edition,
+                        "detail": e.detail} for e in report.events] if dry_run else [],
+            "rates": {"days": rate.days, "sent": rate.sent, "bounces": rate.bounces,
+                      "complaints": rate.complaints, "bounce_rate": rate.bounce_rate,
+                      "complaint_rate": rate.complaint_rate}}))
+    else:
+        out.print(f"{report.where}: {report.messages} unread message(s)"
+                  + (" (dry run: nothing recorded, nothing marked read)" if dry_run else ""))
+        if report.messages:
+            table = Table("messages", Column("what they were", no_wrap=True))
+            for kind, label in LABELS.items():
+                if report.classes.get(kind):
+                    table.add_row(str(report.classes[kind]), label)
+            out.print(table)
+        if report.changes:
+            table = Table("subscriber", "now", "because", "edition")
+            for c in report.changes:
+                table.add_row(c.email, c.status, f"{c.kind} ({c.source})", c.edition or "")
+            out.print(table)
+        if dry_run and report.events:
+            table = Table("subscriber", "event", "edition", "detail")
+            for e in report.events:
+                table.add_row(e.email, f"{e.kind} ({e.source})", e.edition or "", e.detail)
+            out.print(table)
+        if rate.sent:
+            out.print(f"Last {rate.days} days: {rate.sent} sent, {rate.bounces} bounces "
+                      f"({rate.bounce_rate:.2%}), {rate.complaints} complaints ({rate.complaint_rate:.2%})")
+        else:
+            out.print(f"Last {rate.days} days: nothing sent; {rate.bounces} bounces, "
+                      f"{rate.complaints} complaints recorded")
+    for note in report.notes:
+        say("warning", note)
+    if report.left:
+        say("note", f"{report.left} more unread message(s) are left for the next run")
+    if rate.complaints_too_high:
+        say("warning", f"the complaint rate of the last {rate.days} days is {rate.complaint_rate:.2%}, "
+                       f"at or above the {COMPLAINT_LIMIT:.1%} Gmail and Yahoo allow bulk senders: send less "
+                       "often, to readers who asked, and make unsubscribing easy")
+
+
+@cli.command(short_help="Serve the sign-up, confirm, manage, unsubscribe and archive pages.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
 @click.option("--port", default=8080, show_default=True, type=int, help="the port to listen on")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int) -> None:
-    """Serve the one-click unsubscribe endpoints (POST/GET /unsubscribe/TOKEN).
+    """Serve the list's pages: the sign-up form (GET/POST /subscribe), confirmation links
+    (/confirm/TOKEN), the manage page (/manage/TOKEN), one-click unsubscribe (/unsubscribe/TOKEN),
+    the editions' archive (/archive/SLUG) and the ESP webhooks (/webhooks/PROVIDER).
 
     \b
     Example:
@@ -532,8 +704,33 @@ def serve(obj: _Context, host: str, port: int) -> None:
     server = build_server(obj.config, host=host, port=port)
     # The request log (tokens replaced by uids) is at INFO, in place of uvicorn's access log.
     logging.getLogger("pipeline").setLevel(min(logging.INFO, logging.getLogger().level))
-    out.print(f"Serving unsubscribe endpoints on http://{host}:{port}/unsubscribe/…")
+    out.print(f"Serving http://{host}:{port}/: the sign-up form at /subscribe, and the confirm, "
+              "manage and unsubscribe links")
     server.run()
+
+
+@cli.command("subscribe-form", short_help="Print an HTML sign-up form to paste into the site.")
+@click.option("--action-url", default=None, metavar="URL",
+              help="where the form posts (default: unsubscribe.base_url + /subscribe)")
+@click.pass_obj
+def subscribe_form(obj: _Context, action_url: str | None) -> None:
+    """Print an HTML sign-up form (email, name, the topics of subscribe.topics, a honeypot; inline
+    styles, no JavaScript) that posts to `pipeline serve`. Paste it into a page of the site: the
+    origins of subscribe.allowed_origins (default: site.url) may post it.
+
+    \b
+    Examples:
+      pipeline subscribe-form > subscribe-form.html
+      pipeline subscribe-form --action-url https://news.example.com/subscribe
+    """
+    from pipeline.web.signup import action_warning, form_action
+    from pipeline.web.signup import subscribe_form as snippet
+
+    action = form_action(obj.config, action_url)
+    warning = action_warning(action)
+    if warning:
+        say("warning", warning)
+    out.print(snippet(obj.config, action), end="")
 
 
 @cli.command(short_help="Run the timetable (daemon or --once).")

@@ -156,7 +156,10 @@ class ImapSettings(_Model):
 
 
 class SesWebhook(_Model):
-    topic_arns: list[str] = []        # accepted SNS topics (empty: any topic whose signature verifies)
+    # The SNS topics accepted. Required: anyone can make an SNS topic, subscribe this URL to it and
+    # send correctly signed notifications; only the topic tells ours from theirs.
+    topic_arns: Annotated[list[Annotated[str, Field(pattern=r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+$")]],
+                          Field(min_length=1)]
 
 
 class PostmarkWebhook(_Model):

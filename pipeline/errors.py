@@ -27,10 +27,16 @@ class RenderError(PipelineError):
 
 
 class ChannelError(PipelineError):
-    """A send failed. `retryable` tells the orchestrator whether another attempt may succeed."""
+    """A send failed. `retryable` tells the orchestrator whether another attempt may succeed.
+
+    `reply_code` and `status` (an RFC 3463 enhanced status code such as "5.1.1") are set when the
+    receiving server refused this recipient or this message to them (SMTP: at RCPT, or after the
+    end-of-data dot): a bounce, which says something about the address. A refused sender or an
+    error of the protocol leaves them None: it says nothing about the recipient."""
 
     def __init__(self, message: str, *, retryable: bool, unknown: bool = False,
-                 retry_after: float | None = None, fatal: bool = False) -> None:
+                 retry_after: float | None = None, fatal: bool = False,
+                 reply_code: int | None = None, status: str | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         # The channel cannot work at all (unreachable, bad credentials): stop it, send nothing more.
@@ -38,6 +44,13 @@ class ChannelError(PipelineError):
         # The request may have reached the remote side: the outcome is not known.
         self.unknown = unknown
         self.retry_after = retry_after
+        self.reply_code = reply_code
+        self.status = status
+
+    @property
+    def bounce(self) -> bool:
+        """Whether this failure is the recipient's server refusing the recipient (see above)."""
+        return self.reply_code is not None or self.status is not None
 
 
 class StateError(PipelineError):

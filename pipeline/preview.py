@@ -20,7 +20,7 @@ from pipeline.intake.sources import load_all
 from pipeline.models import Post, Problem, Rendered, Severity
 from pipeline.render.email import render_edition
 from pipeline.render.links import footer
-from pipeline.render.mime import build_message
+from pipeline.render.mime import build_message, list_headers
 from pipeline.render.personalize import Fill
 from pipeline.render.social import snippets, threads
 from pipeline.store.feed_entries import stored_posts
@@ -96,9 +96,11 @@ def render_posts(config: Config, slugs: Sequence[str] = (), *,
 
 
 def sample_values(config: Config) -> dict[str, str]:
-    """The recipient the preview is personalized for (config `preview:`)."""
+    """The recipient the preview is personalized for (config `preview:`). Its links lead to
+    harmless pages of the site, never to a real subscriber's unsubscribe or manage page."""
     return {"name": config.preview.recipient_name, "email": config.preview.recipient_email,
-            "unsubscribe_url": f"{config.site.url}/unsubscribe/preview"}
+            "unsubscribe_url": f"{config.site.url}/unsubscribe/preview",
+            "manage_url": f"{config.site.url}/manage/preview"}
 
 
 def write_preview(item: Rendered, config: Config, out: Path, *, now: datetime | None = None) -> Path:
@@ -111,7 +113,7 @@ def write_preview(item: Rendered, config: Config, out: Path, *, now: datetime | 
     (folder / "email.txt").write_text(Fill.of(edition.text, escape=False)(values), encoding="utf-8")
     message = build_message(edition, sender=config.sender, to=values["email"], values=values,
                             domain=config.site.host, date=now or datetime.now(UTC),
-                            reply_to=config.email.reply_to)
+                            reply_to=config.email.reply_to, headers=list_headers(config, edition.key))
     (folder / "email.eml").write_bytes(bytes(message))
     snippets_json = {name: {**s.as_json(), **({"thread": [p.as_json() for p in item.threads[name]]}
                                               if name in item.threads else {})}

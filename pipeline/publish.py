@@ -18,21 +18,24 @@ from datetime import UTC, datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from pipeline.bounces import verp
+from pipeline.bounces.classify import classify
 from pipeline.channels.base import Channel
 from pipeline.channels.registry import build_channel
 from pipeline.channels.smtp_session import envelope_address
-from pipeline.config import Config
+from pipeline.config import BounceSettings, Config
 from pipeline.errors import ChannelError, PipelineError
 from pipeline.intake.sources import load_all
 from pipeline.models import Delivery, Edition, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 from pipeline.preview import render_post
 from pipeline.render.email import render_edition
-from pipeline.render.mime import MessageTemplate
+from pipeline.render.mime import MessageTemplate, list_headers
 from pipeline.render.social import snippet, thread
+from pipeline.store import events
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
-from pipeline.store.subscribers import state_secret, token
+from pipeline.store.subscribers import SubscriberStatus, state_secret, token
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class ChannelReport:
     unknown: int = 0
     resent: int = 0             # rows a crash left `sending`, resent (or marked unknown) now
     total: int = 0              # deliveries due in this run
+    bounced: int = 0            # addresses this run's refusals marked `bounced`
     error: str | None = None    # the channel stopped (unreachable, login refused, ...)
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -116,7 +120,8 @@ def publish_rendered(config: Config, rendered: Sequence[Rendered], name: str, *,
         report.resent = ledger.recover(name, rule=channel.crash_rule, dry_run=dry_run)
         for item in rendered:
             deliveries = _plan(config, channel, item, ledger, report, dry_run=dry_run, now=now)
-            _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event())
+            _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event(),
+                      bounces=config.bounces)
             if report.error:
                 break
     finally:
@@ -149,7 +154,8 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
         report.total = ledger.edition_counts(channel=name, edition=edition.key,
                                              dry_run=dry_run).get(Status.PENDING, 0)
         deliveries = _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
-        _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event())
+        _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event(),
+                  bounces=config.bounces)
     finally:
         channel.close()
         ledger.close()
@@ -162,8 +168,11 @@ def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, repo
     slug = item.post.slug
     before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     if "email" in channel.kinds:
+        topics = tuple(config.subscribe.topics)
+        about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in item.post.tags})
         ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
-                               key_prefix=key_prefix(channel.name, slug, dry_run=dry_run))
+                               key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
+                               topics=topics, about=about)
     # Each network's parts are rendered once for this channel: planned here, sent below.
     by_network = ({n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
                   if "social" in channel.kinds else {})
@@ -215,23 +224,32 @@ def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, 
     each message filled in for its recipient."""
     sender = getattr(channel, "sender", config.sender)
     template = MessageTemplate(edition, sender=sender, domain=sender_domain(sender, config), date=now,
-                               reply_to=getattr(channel, "reply_to", config.email.reply_to))
+                               reply_to=getattr(channel, "reply_to", config.email.reply_to),
+                               extra_headers=list_headers(config, edition.key))
     unsubscribe = config.unsubscribe
     secret = (unsubscribe.secret.get_secret_value() if unsubscribe.secret
               else state_secret(ledger.engine))
-    envelope_from = envelope_address(sender)
+    # The envelope sender is where bounces go: the bounce mailbox when there is one, with VERP an
+    # address per recipient and edition (a bounce then names both, however unreadable its report).
+    bounce_address = config.bounces.address
     for key, recipient in ledger.pending_recipients(channel=channel.name, edition=edition.key,
                                                     dry_run=dry_run):
-        url = f"{unsubscribe.base_url}/unsubscribe/{token(recipient.uid, recipient.email, secret)}"
+        values = _values(config, recipient, token(recipient.uid, recipient.email, secret))
+        envelope_from = (verp.envelope(bounce_address, recipient.uid, edition.key)
+                         if bounce_address and config.bounces.verp
+                         else bounce_address or envelope_address(sender))
         yield Delivery(key=key, channel=channel.name, edition=edition.key, kind="email",
                        recipient=recipient.email, envelope_from=envelope_from,
-                       message=template.render(to=recipient.email, values=_values(config, recipient, url),
-                                               list_unsubscribe=_list_unsubscribe(config, url, recipient)))
+                       message=template.render(to=recipient.email, values=values,
+                                               list_unsubscribe=_list_unsubscribe(
+                                                   config, values["unsubscribe_url"], recipient)))
 
 
-def _values(config: Config, recipient: Recipient, url: str) -> dict[str, str]:
+def _values(config: Config, recipient: Recipient, tok: str) -> dict[str, str]:
+    """A subscriber's placeholder values: the unsubscribe and manage links carry their token."""
+    base = config.unsubscribe.base_url
     return {"name": recipient.name or config.email.name_fallback, "email": recipient.email,
-            "unsubscribe_url": url}
+            "unsubscribe_url": f"{base}/unsubscribe/{tok}", "manage_url": f"{base}/manage/{tok}"}
 
 
 def _list_unsubscribe(config: Config, url: str, recipient: Recipient) -> str:
@@ -248,9 +266,10 @@ def sender_domain(sender: str, config: Config) -> str:
 
 
 def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, report: ChannelReport,
-              progress: Progress | None, stop: threading.Event) -> None:
+              progress: Progress | None, stop: threading.Event, *, bounces: BounceSettings) -> None:
     """Send with `channel.concurrency` worker threads fed through a small queue: deliveries are
-    built only a little ahead of the sends, so memory stays flat however many there are."""
+    built only a little ahead of the sends, so memory stays flat however many there are.
+    `bounces`: when refused recipients count as bounced."""
     work: queue.Queue[Delivery | None] = queue.Queue(maxsize=channel.concurrency * 4)
     fatal = threading.Event()
     tick = _Ticker(progress, report)
@@ -259,7 +278,7 @@ def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, 
     def worker() -> None:
         while (delivery := work.get()) is not None:
             if not fatal.is_set():
-                _deliver(channel, delivery, ledger, report, fatal, retrying)
+                _deliver(channel, delivery, ledger, report, fatal, retrying, bounces)
                 tick()
 
     threads = [threading.Thread(target=worker, name=f"send-{channel.name}-{i}", daemon=True)
@@ -291,8 +310,18 @@ class _Ticker:
             self.progress(self.report)
 
 
+def deliver_one(channel: Channel, delivery: Delivery, ledger: Ledger, *,
+                bounces: BounceSettings) -> ChannelReport:
+    """Send one delivery outside a publish (a confirmation email) with exactly its rules: the
+    intent written first, temporary failures retried, the result recorded, a refused address
+    recorded as a bounce. The report says what happened."""
+    report = ChannelReport(channel=channel.name, editions=[delivery.edition])
+    _deliver(channel, delivery, ledger, report, threading.Event(), _retrying(channel), bounces)
+    return report
+
+
 def _deliver(channel: Channel, delivery: Delivery, ledger: Ledger, report: ChannelReport,
-             fatal: threading.Event, retrying: Retrying) -> None:
+             fatal: threading.Event, retrying: Retrying, bounces: BounceSettings) -> None:
     if delivery.part > 1:
         chained = _chain(delivery, ledger)
         if chained is None:
@@ -304,7 +333,7 @@ def _deliver(channel: Channel, delivery: Delivery, ledger: Ledger, report: Chann
     try:
         receipt = _send(channel, delivery, retrying)
     except ChannelError as exc:
-        _record_failure(channel, delivery, ledger, report, exc, fatal)
+        _record_failure(channel, delivery, ledger, report, exc, fatal, bounces)
     except Exception as exc:   # a bug, not a user's mistake: keep the row, log the traceback
         log.exception("%s: unexpected error sending %s", channel.name, delivery.key)
         ledger.fail(delivery.key, f"internal error: {exc!r}", status=Status.UNKNOWN)
@@ -364,7 +393,9 @@ def _retrying(channel: Channel) -> Retrying:
 
 
 def _record_failure(channel: Channel, delivery: Delivery, ledger: Ledger, report: ChannelReport,
-                    exc: ChannelError, fatal: threading.Event) -> None:
+                    exc: ChannelError, fatal: threading.Event, bounces: BounceSettings) -> None:
+    """The failure in the ledger and the report; a recipient's server refusing the recipient is
+    also a bounce event for the address (`store.events` decides what it does to its status)."""
     message = f"{delivery.key}: {exc}"
     if exc.fatal:
         ledger.release(delivery.key, str(exc))
@@ -379,6 +410,19 @@ def _record_failure(channel: Channel, delivery: Delivery, ledger: Ledger, report
         ledger.fail(delivery.key, str(exc), status=Status.UNKNOWN)
         report.add("unknown", message)
     else:
+        kind = classify(exc.status, exc.reply_code) if delivery.kind == "email" and exc.bounce else None
+        if kind is not None and delivery.recipient:
+            # Recorded before the ledger row leaves `sending`: a crash in between resends, and
+            # loses no bounce. The event id is the attempt's: the refusal of a later attempt
+            # (`pipeline retry --failed`) counts again, the same refusal never twice. A 4xx that
+            # outlived the retries is one attempt, so one soft bounce.
+            row = ledger.get(delivery.key)
+            outcome = events.record(ledger.engine, events.Event(
+                event_id=f"{delivery.key}:{row.attempts if row else 0}", email=delivery.recipient,
+                kind=kind, source="smtp", edition=delivery.edition, detail=str(exc)),
+                soft_limit=bounces.soft_limit, soft_days=bounces.soft_days)
+            if outcome.status == SubscriberStatus.BOUNCED:
+                report.add("bounced")
         ledger.fail(delivery.key, str(exc))
         report.add("failed", message)
     log.warning("%s: %s", channel.name, message)

@@ -1,7 +1,8 @@
 """A real SMTP server for tests: aiosmtpd on a free loopback port, recording what it accepts.
 
-Behaviour is programmable per recipient: temporary (4xx) or permanent (5xx) refusals, dropping
-the connection in the middle of a message, stalling before the RCPT reply, and taking a message
+Behaviour is programmable per recipient: temporary (4xx) or permanent (5xx) refusals, any reply
+code and text at RCPT or after the message (`Behaviour.reject`), dropping the connection in the
+middle of a message, stalling before the RCPT reply, and taking a message
 in but never answering it (silence, or a closed connection, after the end-of-data dot).
 The server offers SMTPUTF8 (aiosmtpd's Controller default); `Sink(enable_SMTPUTF8=False)` does not.
 """
@@ -51,11 +52,49 @@ class Behaviour:
     # Take the message in (it counts as received), then never answer / close the connection.
     silent_after_data: set[str] = field(default_factory=set)
     close_after_data: set[str] = field(default_factory=set)
+    # address -> (stage, code, text), every time: "RCPT" answers the RCPT command; "DATA" takes the
+    # message in and answers the end-of-data dot (the message is then not received); "MAIL"
+    # answers MAIL FROM for this sender address. E.g.
+    # {"gone@example.com": ("RCPT", 550, "5.1.1 User unknown")}.
+    reject: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `sink.behaviour.reject = {...}` is checked like `reject[address] = ...`.
+        super().__setattr__(name, _Rejections(value) if name == "reject" else value)
+
+
+class _Rejections(dict[str, tuple[str, int, str]]):
+    """`Behaviour.reject`, checked as it is filled: a typo in a test fails at once, not as a pass."""
+
+    def __init__(self, items: dict[str, tuple[str, int, str]]) -> None:
+        super().__init__()
+        self.update(items)
+
+    def __setitem__(self, address: str, rule: tuple[str, int, str]) -> None:
+        stage, code, _ = rule
+        if stage not in ("MAIL", "RCPT", "DATA") or not 400 <= code < 600:
+            raise ValueError(f"reject[{address!r}]: stage MAIL, RCPT or DATA and a 4xx/5xx code, "
+                             f"not {rule!r}")
+        super().__setitem__(address, rule)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for address, rule in dict(*args, **kwargs).items():
+            self[address] = rule
 
 
 class _Handler:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+
+    async def handle_MAIL(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        rule = self.sink.behaviour.reject.get(address)
+        if rule is not None and rule[0] == "MAIL":
+            with self.sink.lock:
+                self.sink.refusals[address] += 1
+            return f"{rule[1]} {rule[2]}"
+        envelope.mail_from = address          # what aiosmtpd does without this hook
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
         stall = self.sink.behaviour.stall_rcpt
@@ -74,6 +113,11 @@ class _Handler:
             return "421 closing"
         if address in self.sink.behaviour.permanent:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        rule = self.sink.behaviour.reject.get(address)
+        if rule is not None and rule[0] == "RCPT":
+            with self.sink.lock:
+                self.sink.refusals[address] += 1
+            return f"{rule[1]} {rule[2]}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -86,6 +130,10 @@ class _Handler:
                 if rcpt in b.temporary:
                     b.temporary[rcpt] -= 1
                 return "451 4.3.0 Temporary local problem, try again later"
+            rule = b.reject.get(rcpt)
+            if rule is not None:          # a RCPT rule never lets the message this far
+                sink.refusals[rcpt] += 1
+                return f"{rule[1]} {rule[2]}"
             sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
                                           list(envelope.mail_options)))
             silent, close = rcpt in b.silent_after_data, rcpt in b.close_after_data
@@ -106,6 +154,7 @@ class Sink:
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
         self.stalls: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()     # replies given by `behaviour.reject`
         self.lock = threading.Lock()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
                                      **smtp_kwargs)

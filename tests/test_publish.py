@@ -331,7 +331,8 @@ def _template(edition) -> MessageTemplate:
 
 def _values(name: str) -> dict[str, str]:
     return {"name": name, "email": "reader@example.com",
-            "unsubscribe_url": "https://news.example.com/unsubscribe/abc.def?x=1&y=2"}
+            "unsubscribe_url": "https://news.example.com/unsubscribe/abc.def?x=1&y=2",
+            "manage_url": "https://news.example.com/manage/abc.def?x=1&y=2"}
 
 
 @pytest.mark.parametrize("name", NAMES, ids=["markup", "non-ascii", "long", "long-non-ascii"])

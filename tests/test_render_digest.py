@@ -20,7 +20,8 @@ from pipeline.render.personalize import Fill
 KEY = "digest-weekly-newsletter-2026-11-30"
 START, END = date(2026, 11, 23), date(2026, 11, 30)
 VALUES = {"name": "Ada <Lovelace>", "email": "ada@example.com",
-          "unsubscribe_url": "https://news.example.com/unsubscribe/TOKEN"}
+          "unsubscribe_url": "https://news.example.com/unsubscribe/TOKEN",
+          "manage_url": "https://news.example.com/manage/TOKEN"}
 
 
 def _posts(config: Config) -> tuple[Post, ...]:

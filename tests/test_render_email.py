@@ -22,7 +22,8 @@ from pipeline.render.personalize import Fill
 from tests.conftest import SEED_SLUG
 
 VALUES = {"name": "Ada <Lovelace>", "email": "ada@example.com",
-          "unsubscribe_url": "https://news.example.com/unsubscribe/TOKEN"}
+          "unsubscribe_url": "https://news.example.com/unsubscribe/TOKEN",
+          "manage_url": "https://news.example.com/manage/TOKEN"}
 
 
 def _post(config, slug=SEED_SLUG) -> Post:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.store.engine import engine_for
 from pipeline.web.send_test import MAX_RECIPIENTS, email_channel, parse_addresses, send_test
@@ -149,3 +150,73 @@ def test_cli_send_test_of_the_next_digest(project, run_cli, write_post):
                         ([], "give a post's SLUG or --digest ENTRY")):
         bad = run_cli("--config", project / "config.yaml", "send-test", *args, "--to", "qa@example.com")
         assert bad.returncode != 0 and error in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- a real channel when there is one; near matches for a mistyped slug (#14) -------------------
+
+def test_a_real_email_channel_is_preferred_to_the_outbox_and_named(project, sink, run_cli):
+    # The shipped config lists the outbox first; the smtp channel comes after it.
+    add_channel(project, "newsletter", "smtp", {"host": "127.0.0.1", "port": sink.port,
+                                                "security": "none", "timeout": 5})
+    result = run_cli("--config", project / "config.yaml", "send-test", SEED_SLUG, "--to", "qa@example.com")
+    assert result.returncode == 0, result.stderr
+    assert sink.recipients() == {"qa@example.com": 1}
+    assert not (project / "out" / "outbox" / "mail").exists()
+    assert f"Sent through channel newsletter (smtp, 127.0.0.1:{sink.port})" in result.stdout
+
+
+def test_the_outbox_says_nothing_leaves_the_machine(project, sink, run_cli):
+    add_channel(project, "newsletter", "smtp", {"host": "127.0.0.1", "port": sink.port,
+                                                "security": "none", "timeout": 5})
+    result = run_cli("--config", project / "config.yaml", "send-test", SEED_SLUG, "--to", "qa@example.com",
+                     "--channel", "outbox")
+    assert result.returncode == 0, result.stderr
+    assert "Sent through outbox (out/outbox: nothing leaves this machine)" in result.stdout
+    assert sink.received == []
+    assert len(mailbox.Maildir(project / "out" / "outbox" / "mail", create=False)) == 1
+
+
+def test_email_channel_order(project, config):
+    assert email_channel(config) == "outbox"                    # the only one
+    config = add_channel(project, "hook", "webhook", {"url": "https://hooks.example.com/x"})
+    assert email_channel(config) == "outbox"                    # a webhook sends no email
+    config = add_channel(project, "first", "smtp", {"host": "127.0.0.1"})
+    config = add_channel(project, "second", "smtp", {"host": "127.0.0.1"})
+    assert email_channel(config) == "first"                     # the first real one
+    assert email_channel(config, "second") == "second" and email_channel(config, "outbox") == "outbox"
+    path = project / "config.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "preview:\n", "preview:\n  test_channel: second\n", 1), encoding="utf-8")
+    assert email_channel(load_config(path)) == "second"
+
+
+def test_a_test_channel_that_does_not_exist_names_its_line(project):
+    path = project / "config.yaml"
+    text = path.read_text(encoding="utf-8").replace("preview:\n", "preview:\n  test_channel: newsleter\n", 1)
+    path.write_text(text, encoding="utf-8")
+    line = text.splitlines().index("  test_channel: newsleter") + 1
+    with pytest.raises(PipelineError, match=rf"config\.yaml:{line}: preview\.test_channel: no channel "
+                                            r"named 'newsleter' \(configured: outbox\)"):
+        email_channel(load_config(path))
+
+
+@pytest.mark.parametrize("typed, suggested", [
+    ("ketamin", "2020-09-01-ketamine-neurological-damage"),                     # a fragment
+    ("2020-09-01-ketamine-neurologcal-damage", "2020-09-01-ketamine-neurological-damage"),  # a typo
+    ("ketamine-neurological-damag", "2020-09-01-ketamine-neurological-damage"),  # without the date
+    ("infusoin", "2024-03-12-your-first-infusion"),                             # one word, mistyped
+    ("2024-05-20-mood-journal-spreadsheet", "mood-journal"),                    # the file name
+])
+def test_an_unknown_slug_lists_the_near_matches(project, run_cli, typed, suggested):
+    result = run_cli("--config", project / "config.yaml", "send-test", typed, "--to", "qa@example.com")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: no post with slug {typed!r} in posts/; did you mean: ")
+    assert suggested in line.split("did you mean: ", 1)[1].rstrip("?").split(", ")
+
+
+def test_an_unknown_slug_without_near_match_says_how_to_see_the_slugs(config):
+    with pytest.raises(PipelineError) as caught:
+        send_test(config, "zzzz", ["qa@example.com"])
+    assert str(caught.value) == ("no post with slug 'zzzz' in posts/; `pipeline preview` lists the slugs "
+                                 "(a post's `slug:`, else its file name: `ls posts/`)")

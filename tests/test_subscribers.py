@@ -437,7 +437,8 @@ def test_export_csv(engine):
     out = io.StringIO()
     assert store.export_csv(engine, out) == 2
     text = out.getvalue()
-    assert text.splitlines()[0] == "email,name,tags,status,subscribed_at,consent_at,consent_source,status_reason"
+    assert text.splitlines()[0] == \
+        "email,name,tags,status,subscribed_at,consent_at,consent_source,status_reason"
     rows = list(csv.reader(io.StringIO(text)))
     assert len(rows) == 3
     assert rows[1][:4] == ["ada@example.com", "Ada, Countess", "x,y", "active"]
@@ -533,11 +534,13 @@ def test_cli_import_good_file(cli, tmp_path):
     path = _csv(tmp_path, "email,name,tags\nada@example.com,Ada,x\nbob@example.com,Bob,\n")
     result = cli("import", path)
     assert result.returncode == 0, result.stderr
-    assert "2 added, 0 updated, 0 unchanged, 0 resubscribed, 0 kept unsubscribed, 0 rejected" in result.stdout
+    assert ("2 added, 0 updated, 0 unchanged, 0 resubscribed, 0 kept unsubscribed (or bounced, "
+            "complained), 0 kept suppressed, 0 rejected") in result.stdout
     assert "error" not in result.stderr
     again = cli("import", path)
     assert again.returncode == 0, again.stderr
-    assert "0 added, 0 updated, 2 unchanged, 0 resubscribed, 0 kept unsubscribed, 0 rejected" in again.stdout
+    assert ("0 added, 0 updated, 2 unchanged, 0 resubscribed, 0 kept unsubscribed (or bounced, "
+            "complained), 0 kept suppressed, 0 rejected") in again.stdout
     assert [r["email"] for r in _listed(cli)] == ["ada@example.com", "bob@example.com"]
 
 
@@ -550,7 +553,8 @@ def test_cli_import_bad_rows_exit_1_with_file_line(cli, tmp_path):
     result = cli("import", path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "2 added, 0 updated, 0 unchanged, 0 resubscribed, 0 kept unsubscribed, 2 rejected" in result.stdout
+    assert ("2 added, 0 updated, 0 unchanged, 0 resubscribed, 0 kept unsubscribed (or bounced, "
+            "complained), 0 kept suppressed, 2 rejected") in result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
     assert errors[0].startswith(f"error: {path}:3: not-an-address: ")

@@ -283,8 +283,8 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
-CSP = {"default-src 'none'", "style-src 'unsafe-inline'", "form-action 'self'", "frame-ancestors 'none'",
-       "base-uri 'none'"}
+CSP = {"default-src 'none'", "style-src 'unsafe-inline'", "img-src https: http: data:", "form-action 'self'",
+       "frame-ancestors 'none'", "base-uri 'none'"}
 
 
 def _csp(response: httpx.Response) -> set[str]:

@@ -6,12 +6,14 @@ protocol's CPU work then runs beside the publisher's instead of competing for on
 which is what lets a publish keep up with a bare SMTP client.
 
 Error rules: a 4xx reply is temporary (retryable); a 5xx reply to one recipient fails that
-recipient only; a connection dropped before the end-of-data dot went out reconnects and the message
-is retried (resending it is safe: its Message-ID is deterministic). No reply once the dot went out
-is `unknown`: the server may have the message, so it is never resent blindly. An address that
-needs SMTPUTF8 where the server does not offer it, or an unexpected error with one message, fails
-that message only. An unreachable server, a refused login or a TLS failure stops the channel with
-one clear line, and nothing is marked sent.
+recipient only; a refusal at RCPT or after the end-of-data dot carries its reply code and enhanced
+status code, for the publisher to record as a bounce (a refused MAIL FROM or DATA command does not:
+it says nothing about the recipient); a connection dropped before the end-of-data dot went out
+reconnects and the message is retried (resending it is safe: its Message-ID is deterministic). No
+reply once the dot went out is `unknown`: the server may have the message, so it is never resent
+blindly. An address that needs SMTPUTF8 where the server does not offer it, or an unexpected error
+with one message, fails that message only. An unreachable server, a refused login or a TLS failure
+stops the channel with one clear line, and nothing is marked sent.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from pipeline.bounces.classify import enhanced_code
 from pipeline.channels.base import ChannelSettings
 from pipeline.channels.smtp_session import Session, SessionSettings, envelope_address, read_frame, write_frame
 from pipeline.config import Config
@@ -125,7 +128,8 @@ class Smtp:
             raise ChannelError(text, retryable=True)
         if kind == "unknown":
             raise ChannelError(text, retryable=False, unknown=True)
-        raise ChannelError(text, retryable=bool(outcome[2]))
+        reply_code, status = _bounce(outcome[3])
+        raise ChannelError(text, retryable=bool(outcome[2]), reply_code=reply_code, status=status)
 
     def _session(self) -> Session | _Worker:
         """This thread's connection (in a worker process, or in this one)."""
@@ -174,6 +178,26 @@ class _Worker:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+# The stages whose refusal is about the recipient: RCPT, and the reply after the end-of-data dot
+# (one recipient per transaction, so a refused message is refused for that recipient).
+_RECIPIENT_STAGES = frozenset({"RCPT", "END"})
+
+
+def _bounce(reply: object) -> tuple[int | None, str | None]:
+    """(reply code, enhanced status code) of a session's refusal [stage, code, text] that is about
+    the recipient; (None, None) otherwise. The enhanced code opens the reply's text (RFC 2034):
+    looked for there only, so that a number later in the text (an IP address) is not taken for
+    one. One whose class differs from the reply's ("550 4.2.2") contradicts it (RFC 3463): the
+    reply code alone decides then."""
+    if not isinstance(reply, list | tuple) or len(reply) != 3 or reply[0] not in _RECIPIENT_STAGES:
+        return None, None
+    _, code, text = reply
+    status = enhanced_code(str(text).split(maxsplit=1)[0]) if str(text).strip() else None
+    if status is not None and status[0] != str(code)[:1]:
+        status = None
+    return int(code), status
 
 
 def _message_id(message: bytes) -> str | None:

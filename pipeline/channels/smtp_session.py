@@ -4,8 +4,12 @@ Standard library only (plus dkimpy when signing, idna for an internationalized d
 worker process starts quickly. Outcomes are plain tuples that cross a process boundary unchanged:
 
     ("ok", reply)                      the server accepted the message
-    ("error", message, retryable)      a 4xx (retryable) or 5xx reply for this message, an address
-                                       this server cannot take, or an unexpected error (permanent)
+    ("error", message, retryable, reply)
+                                       a 4xx (retryable) or 5xx reply for this message, an address
+                                       this server cannot take, or an unexpected error (permanent);
+                                       `reply` is [stage, code, text] when the server refused
+                                       (stage: MAIL, RCPT, DATA, or END after the end-of-data dot),
+                                       else None
     ("lost", message)                  the connection dropped before the end-of-data dot went out:
                                        the server has no message, so it may be retried
     ("unknown", message)               no reply once the dot went out: the server may have accepted
@@ -90,7 +94,7 @@ class Session:
             if self.dot_sent:
                 return _unanswered(self.s.where, exc)
             return ("error", _text(f"{self.s.where}: unexpected error sending to {recipient} "
-                                   f"({type(exc).__name__}: {exc})"), False)
+                                   f"({type(exc).__name__}: {exc})"), False, None)
 
     def _transaction(self, sender: str, recipient: str, message: bytes) -> Outcome:
         """MAIL, RCPT, DATA for one message.
@@ -107,7 +111,7 @@ class Session:
         if utf8 and not conn.has_extn("smtputf8"):
             who = recipient if not rcpt_to.isascii() else f"the sender {sender}"
             return ("error", f"{who}: a non-ASCII local part needs SMTPUTF8, which {self.s.where} "
-                             "does not offer", False)
+                             "does not offer", False, None)
         if self.s.dkim:
             message = _sign(message, self.s.dkim)
         # smtplib's own switch, as `sendmail` uses it: commands go out as UTF-8 under SMTPUTF8 only.
@@ -129,7 +133,7 @@ class Session:
         self.dot_sent = True
         code, reply = conn.getreply()
         if code != 250:
-            return _error(code, reply, "message refused")
+            return _error(code, reply, "message refused", "END")
         return ("ok", f"{code} {_text(reply)}")
 
     def _connect(self) -> Outcome | None:
@@ -236,14 +240,15 @@ def _refusal(conn: smtplib.SMTP, replies: list[tuple[int, bytes]]) -> Outcome | 
     if codes[2] == 354:             # pipelined: the server wants a body it must not get
         conn.send(b".\r\n")
         conn.getreply()
-    for (code, reply), (ok, what) in zip(replies, (((250,), "sender refused"),
-                                                   ((250, 251), "recipient refused"),
-                                                   ((354,), "message refused")), strict=False):
+    for (code, reply), (ok, what, stage) in zip(replies, (((250,), "sender refused", "MAIL"),
+                                                          ((250, 251), "recipient refused", "RCPT"),
+                                                          ((354,), "message refused", "DATA")),
+                                                strict=False):
         if code not in ok:
             if code == 421:
                 raise smtplib.SMTPServerDisconnected("421 service not available, closing connection")
             conn.rset()
-            return _error(code, reply, what)
+            return _error(code, reply, what, stage)
     return None
 
 
@@ -259,12 +264,13 @@ def _wire(message: bytes) -> bytes:
 
 def _sign(message: bytes, dkim_settings: tuple[str, str, str]) -> bytes:
     """A DKIM-Signature header (RFC 6376) over the headers that matter, both List-Unsubscribe
-    headers included (as RFC 8058 requires for one-click), prepended to the message."""
+    headers included (as RFC 8058 requires for one-click) and Feedback-ID (which Gmail's feedback
+    loop trusts only when signed), prepended to the message."""
     import dkim
 
     domain, selector, key = dkim_settings
     wanted = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
-              b"reply-to", b"list-unsubscribe", b"list-unsubscribe-post"]
+              b"reply-to", b"list-unsubscribe", b"list-unsubscribe-post", b"list-id", b"feedback-id"]
     present = {line.split(b":", 1)[0].strip().lower()
                for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n") if line[:1] not in b" \t"}
     signature = dkim.sign(message, selector.encode(), domain.encode(), key.encode(),
@@ -292,8 +298,11 @@ def _unanswered(where: str, exc: BaseException) -> Outcome:
                              "the server may have accepted it: check, then `pipeline retry --unknown`"))
 
 
-def _error(code: int, reply: bytes | str, what: str) -> Outcome:
-    return ("error", f"{what}: {code} {_text(reply)}", 400 <= code < 500)
+def _error(code: int, reply: bytes | str, what: str, stage: str) -> Outcome:
+    """A refusal: its message, whether it is temporary, and the reply itself ([stage, code, text],
+    lists as JSON carries them) for the publisher to classify."""
+    text = _text(reply)
+    return ("error", f"{what}: {code} {text}", 400 <= code < 500, [stage, code, text])
 
 
 def _text(reply: bytes | str) -> str:

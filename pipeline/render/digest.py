@@ -20,7 +20,7 @@ from markupsafe import Markup
 from pipeline.config import Config
 from pipeline.models import Edition, Post
 from pipeline.render.email import compile_mjml, one_line, post_context, render_text, site_context, tagger
-from pipeline.render.links import EMAIL_CHANNEL, footer
+from pipeline.render.links import EMAIL_CHANNEL, archive_url, footer
 from pipeline.render.lint import lint
 from pipeline.render.personalize import Placeholders, neutralize
 from pipeline.render.text import plain_text
@@ -38,10 +38,13 @@ def render_digest(posts: Sequence[Post], config: Config, *, key: str, start: dat
     tag = tagger(config, channel, key)
     subject = digest_subject(config, start=start, end=end, count=len(posts))
     preheader = one_line(" · ".join(p.title for p in posts) if posts else EMPTY_NOTE)
+    site = site_context(config, tag)
     context = {
-        "site": site_context(config, tag), "subject": neutralize(subject),
+        "site": site, "subject": neutralize(subject),
         "preheader": neutralize(preheader), "recipient": Placeholders(),
         "note": EMPTY_NOTE, "start": _date(start, config), "end": _date(end, config),
+        # "View in browser": the digest's archive page, else (no public `pipeline serve`) the site.
+        "view_url": archive_url(config, key) or site["url"],
     }
     items = [_item(post, config, tag) for post in posts]
     template = config.digest.template

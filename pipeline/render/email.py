@@ -19,7 +19,7 @@ from pipeline.errors import RenderError
 from pipeline.fields import is_http_url
 from pipeline.intake.posts import sanitize
 from pipeline.models import Edition, Post
-from pipeline.render.links import EMAIL_CHANNEL, email_links, footer, tag_url, utm_params
+from pipeline.render.links import EMAIL_CHANNEL, archive_url, email_links, footer, tag_url, utm_params
 from pipeline.render.lint import lint
 from pipeline.render.personalize import Placeholders, neutralize
 from pipeline.render.references import strip_markers
@@ -51,6 +51,8 @@ def render_edition(post: Post, config: Config, *, channel: str = EMAIL_CHANNEL) 
         "site": site_context(config, tag), "subject": neutralize(subject),
         "preheader": neutralize(preheader),
         "recipient": Placeholders(),
+        # "View in browser": the edition's archive page, else (no public `pipeline serve`) the post.
+        "view_url": archive_url(config, post.slug) or tag(post.canonical_url),
     }
     item = post_context(post, config, tag)
     html = compile_mjml(config, config.email.template,
@@ -107,9 +109,9 @@ def _language(config: Config) -> str:
 
 
 def site_context(config: Config, tag: Any) -> dict[str, str]:
-    """What templates see as `site`."""
+    """What templates see as `site`; `address` is "" when `site.address` is not set."""
     return {"name": config.site.name, "url": tag(config.site.url + "/"), "host": config.site.host,
-            "language": _language(config)}
+            "language": _language(config), "address": neutralize(config.site.address or "")}
 
 
 def post_context(post: Post, config: Config, tag: Any) -> dict[str, Any]:

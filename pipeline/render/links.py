@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 from collections.abc import Callable
 from datetime import datetime
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 from babel.dates import format_date
 from markupsafe import Markup, escape
@@ -103,6 +104,34 @@ def _same_site(netloc: str, host: str) -> bool:
     def bare(h: str) -> str:
         return h.lower().split(":")[0].removeprefix("www.")
     return bare(netloc) == bare(host)
+
+
+def archive_url(config: Config, key: str) -> str | None:
+    """The public page of the edition `key` on `pipeline serve` (`<unsubscribe.base_url>/archive/
+    <key>`), or None while `unsubscribe.base_url` is a loopback or private address: a reader could
+    not open it (the demo; `check` reports it once a real email channel is configured)."""
+    if private_host(config.unsubscribe.base_url):
+        return None
+    return f"{config.unsubscribe.base_url}/archive/{quote(key, safe='')}"
+
+
+def private_host(url: str) -> str | None:
+    """What makes the host of `url` unreachable from the internet ("localhost", "a loopback
+    address", "a private address"), or None when it may be reachable."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_private or ip.is_link_local or ip.is_unspecified:
+        return "a private address"
+    return None
 
 
 def footer(post: Post, config: Config, href: str | None = None) -> Footer:

@@ -7,16 +7,23 @@ import binascii
 import contextlib
 import hashlib
 import html
+import re
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 
 import idna
 
+from pipeline.bounces.verp import edition_tag
+from pipeline.config import Config
 from pipeline.models import Edition
 from pipeline.render.email import one_line
 from pipeline.render.personalize import Fill
+
+HEADER_LINE = 78        # RFC 5322's recommended line length, which `Feedback-ID` is kept within
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def message_id(edition_key: str, recipient: str, domain: str) -> str:
@@ -26,11 +33,42 @@ def message_id(edition_key: str, recipient: str, domain: str) -> str:
     return f"<{digest}@{domain}>"
 
 
+def list_headers(config: Config, edition_key: str) -> dict[str, str]:
+    """`List-Id` (RFC 2919) and `Feedback-ID` (Gmail's feedback loop) of a newsletter message:
+    `"<site.name>" <<email.list_name>.<site host>>` and `<edition>:<list_name>:<site host>`, the
+    host without its port and as its IDNA A-label."""
+    host = list_host(config)
+    name = config.site.name.replace("\\", "\\\\").replace('"', '\\"')
+    return {"List-Id": f'"{name}" <{config.email.list_name}.{host}>',
+            "Feedback-ID": feedback_id(edition_key, config.email.list_name, host)}
+
+
+def list_host(config: Config) -> str:
+    """The site's host as a domain: no port, no trailing dot, an internationalized name as its
+    A-label (a header stays ASCII)."""
+    host = (urlsplit(config.site.url).hostname or config.site.host).rstrip(".")
+    with contextlib.suppress(idna.IDNAError, UnicodeError):
+        return idna.encode(host, uts46=True).decode("ascii")
+    return host
+
+
+def feedback_id(edition_key: str, list_name: str, host: str) -> str:
+    """`<edition>:<list>:<host>`, the edition key in letters, digits, `.`, `_` and `-` (a colon
+    would split it). Gmail groups its spam reports by each field; a key too long for one header
+    line is cut and keeps 8 hex digits of its hash, so that two editions never share an id."""
+    edition = _UNSAFE_ID.sub("-", edition_key).strip("-") or edition_tag(edition_key)
+    room = HEADER_LINE - len(f"Feedback-ID: :{list_name}:{host}")
+    if len(edition) > room:
+        edition = f"{edition[:max(room - 9, 0)].rstrip('-')}-{edition_tag(edition_key)}".lstrip("-")
+    return f"{edition}:{list_name}:{host}"
+
+
 def build_message(edition: Edition, *, sender: str, to: str, values: dict[str, str], domain: str,
                   date: datetime, reply_to: str | None = None,
                   headers: dict[str, str] | None = None, subject_prefix: str = "") -> EmailMessage:
-    """One personalized message. `values` fills the recipient placeholders; `headers` adds
-    more (List-Unsubscribe, ...)."""
+    """One personalized message. `values` fills the recipient placeholders (a value for a field
+    the edition does not use is ignored); `headers` adds more: a newsletter's `list_headers`,
+    List-Unsubscribe, ..."""
     msg = EmailMessage(policy=SMTP)
     msg["Subject"] = one_line(subject_prefix + edition.subject)
     msg["From"] = one_line(sender)
@@ -53,7 +91,8 @@ class MessageTemplate:
     Filling it for a recipient joins pre-encoded bytes: MIME is never rebuilt per recipient.
     Bodies are quoted-printable; each filled-in value stands on lines of its own, joined by soft
     line breaks, so every line stays within RFC 2045's 76 characters and decodes to exactly the
-    text `Fill` would give.
+    text `Fill` would give. `extra_headers`: the same for every recipient (a newsletter's
+    `list_headers`).
     """
 
     def __init__(self, edition: Edition, *, sender: str, domain: str, date: datetime,

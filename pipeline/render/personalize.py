@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-FIELDS = ("name", "email", "unsubscribe_url")
+FIELDS = ("name", "email", "unsubscribe_url", "manage_url")
 PLACEHOLDER = re.compile(r"\{\{ recipient\.(" + "|".join(FIELDS) + r") \}\}")
 
 

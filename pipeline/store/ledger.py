@@ -16,9 +16,11 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    false,
     func,
     insert,
     literal,
+    not_,
     or_,
     select,
     update,
@@ -30,6 +32,12 @@ from pipeline.plan import key_prefix
 from pipeline.store.engine import state_error
 from pipeline.store.schema import deliveries, subscribers
 from pipeline.store.subscribers import SubscriberStatus
+
+
+def _has_any(tags: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """SQL: the subscriber's comma-separated tags include one of `tags` (false for none)."""
+    padded = literal(",") + subscribers.c.tags + literal(",")
+    return or_(false(), *(padded.contains(f",{tag},", autoescape=True) for tag in tags))
 
 
 def _now() -> datetime:
@@ -138,9 +146,14 @@ class Ledger:
                       created_at=now, updated_at=now)
         return self._write(self._insert_ignore().values(**values)) > 0
 
-    def plan_recipients(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool) -> int:
+    def plan_recipients(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool,
+                        topics: tuple[str, ...] = (), about: tuple[str, ...] = ()) -> int:
         """One `pending` row per active subscriber without a row yet, in one statement (no
-        subscriber is loaded into memory). Keys are `key_prefix + address`."""
+        subscriber is loaded into memory). Keys are `key_prefix + address`.
+
+        `topics` are the topics readers may choose (`subscribe.topics`) and `about` those of
+        them the edition is about: a reader who chose topics gets the edition only if it is about
+        one of them; a reader who chose none gets everything."""
         now = _now()
         source = select(
             (literal(key_prefix) + subscribers.c.email_key).label("key"), literal(channel),
@@ -148,6 +161,8 @@ class Ledger:
             literal(dry_run), literal(Status.PENDING.value), literal(0), literal(0), literal(now),
             literal(now),
         ).where(subscribers.c.status == SubscriberStatus.ACTIVE)
+        if topics:
+            source = source.where(or_(not_(_has_any(topics)), _has_any(about)))
         cols = ["key", "channel", "edition", "kind", "recipient", "part", "dry_run", "status",
                 "attempts", "resends", "created_at", "updated_at"]
         return self._write(self._insert_ignore().from_select(cols, source))

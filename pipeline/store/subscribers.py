@@ -565,3 +565,20 @@ def _base36(number: int) -> str:
         out = digits[rest] + out
         if not number:
             return out
+
+
+def suppress(engine: Engine, address: str, *, reason: str) -> None:
+    """Put an address on the operator's blocklist, adding it when it is not on the list yet (a
+    suppressed address is kept so that no import or form can add it later). Raises ValueError
+    for an invalid address."""
+    email = normalize(address)
+    now = _now()
+    with engine.begin() as conn:
+        done = conn.execute(update(subscribers).where(subscribers.c.email_key == email.lower()).values(
+            status=SubscriberStatus.SUPPRESSED, status_reason=reason[:500], unsubscribed_at=now,
+            updated_at=now))
+        if not done.rowcount:
+            conn.execute(insert(subscribers).values({
+                **_new_row(email, None, (), source="cli", now=now), "status": SubscriberStatus.SUPPRESSED,
+                "status_reason": reason[:500], "unsubscribed_at": now, "consent_at": None,
+                "consent_source": None}))

@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, func
 from sqlalchemy import select as sql_select
 
+from pipeline.bounces.reader import read_for_run
 from pipeline.config import Config, load_config
 from pipeline.fields import EARLIEST
 from pipeline.intake.posts import LoadResult
@@ -226,6 +227,7 @@ def run_once(config: Config, *, now: datetime | None = None, dry_run: bool = Fal
     engine = engine_for(config)
     done: dict[str, list[ChannelReport]] = {}
     refresh_feeds(config, now=now)       # feeds first: planning sees their new entries
+    read_for_run(config, dry_run=dry_run)   # bounces too: a bounced address is not mailed again
     _log_unsendable(config, now)
     due = publish_due(config, now=now, dry_run=dry_run)
     if due:
@@ -266,6 +268,7 @@ def fire(config_path: str, name: str) -> None:
         log.info("%s: the run due %s already ran", name, fire_time.isoformat())
         return
     refresh_feeds(config)                # feeds first: planning sees their new entries
+    read_for_run(config)                 # bounces too: a bounced address is not mailed again
     _log_unsendable(config, datetime.now(UTC))
     for report in run_entry(config, entry, fire_time, stop=_daemon_stop):
         log.info("%s -> %s: %d sent, %d failed, %d already sent%s", name, report.channel, report.sent,

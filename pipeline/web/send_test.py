@@ -1,20 +1,22 @@
 """Test sends: a post's email edition (or the next digest) to a few addresses before the real send.
 
-A test goes through the configured email channel, exactly as the real send would, with three
-differences: the subject starts with `[TEST]`, it gets a Message-ID of its own (so a mail provider
-cannot take the real send for a duplicate of the test and drop it), and nothing is written to the
-ledger: the real send is neither marked done nor blocked.
+A test goes through a real email channel when one is configured (an smtp channel, not the outbox),
+exactly as the real send would, with three differences: the subject starts with `[TEST]`, it gets a
+Message-ID of its own (so a mail provider cannot take the real send for a duplicate of the test and
+drop it), and nothing is written to the ledger: the real send is neither marked done nor blocked.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pipeline.channels.base import Channel
-from pipeline.channels.registry import CHANNELS, build_channel
+from pipeline.channels.registry import CHANNELS, build_channel, channel_settings
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
 from pipeline.errors import ChannelError, ConfigError, PipelineError
@@ -23,7 +25,7 @@ from pipeline.models import Delivery, Edition, Post
 from pipeline.preview import sample_values
 from pipeline.publish import sender_domain
 from pipeline.render.email import render_edition
-from pipeline.render.mime import build_message
+from pipeline.render.mime import build_message, list_headers
 from pipeline.store.subscribers import normalize
 from pipeline.timetable.schedule import digest_edition, next_digests
 
@@ -43,24 +45,42 @@ class SentTest:
 
 
 def email_channel(config: Config, name: str | None = None) -> str:
-    """The channel a test goes through: `name`, else `preview.test_channel`, else the first
-    configured channel that sends email. Raises ConfigError."""
-    name = name or config.preview.test_channel
-    if name is None:
-        name = next((n for n, c in config.channels.items()
-                     if "email" in getattr(CHANNELS.get(c.get("type")), "kinds", ())), None)
-        if name is None:
+    """The channel a test (or a confirmation email) goes through: `name`, else
+    `preview.test_channel`, else the first configured channel that sends real email (not an
+    outbox: a test is for seeing the message in a real inbox), else the first outbox. Raises
+    ConfigError."""
+    if not name and config.preview.test_channel is None:
+        sending = [n for n, c in config.channels.items()
+                   if "email" in getattr(CHANNELS.get(c.get("type")), "kinds", ())]
+        real = [n for n in sending if config.channels[n].get("type") != "outbox"]
+        if not sending:
             raise ConfigError(f"{config.source}: channels: no channel sends email; add an smtp or "
                               "outbox channel to send a test")
-        return name
+        return (real or sending)[0]
+    if name:
+        where = f"{config.source}: channels"
+    else:
+        name, where = config.preview.test_channel or "", config.where("preview", "test_channel")
     entry = config.channels.get(name)
     if entry is None:
-        raise ConfigError(f"{config.source}: preview.test_channel: no channel named {name!r} "
+        raise ConfigError(f"{where}: no channel named {name!r} "
                           f"(configured: {', '.join(config.channels) or 'none'})")
     if "email" not in getattr(CHANNELS.get(entry.get("type")), "kinds", ()):
         raise ConfigError(f"{config.source}: channel {name!r} sends no email; name an smtp or outbox "
                           "channel for test sends")
     return name
+
+
+def describe_channel(config: Config, name: str) -> str:
+    """Which channel, and where it sends: "channel newsletter (smtp, smtp.example.com:587)", or
+    for an outbox "outbox (out/outbox: nothing leaves this machine)". Raises ConfigError."""
+    kind = config.channels[name]["type"]
+    _, settings = channel_settings(config, name)
+    if kind == "outbox":
+        label = "outbox" if name == "outbox" else f"outbox channel {name}"
+        return f"{label} ({getattr(settings, 'path', '')}: nothing leaves this machine)"
+    host, port = getattr(settings, "host", None), getattr(settings, "port", None)
+    return f"channel {name} ({kind}{f', {host}:{port}' if host else ''})"
 
 
 def parse_addresses(addresses: Sequence[str]) -> list[str]:
@@ -86,7 +106,8 @@ def parse_addresses(addresses: Sequence[str]) -> list[str]:
 
 
 def find_post(config: Config, slug: str) -> Post:
-    """The post with this slug. Raises PipelineError with the reason when it cannot be loaded."""
+    """The post with this slug. Raises PipelineError with the reason when it cannot be loaded,
+    or naming the slugs it may be a typo of."""
     loaded = load_posts(config)
     for post in loaded.posts:
         if post.slug == slug:
@@ -94,7 +115,34 @@ def find_post(config: Config, slug: str) -> Post:
     stem = [p for p in loaded.problems if p.where.rsplit("/", 1)[-1].removesuffix(".md") == slug]
     if stem:
         raise PipelineError(str(stem[0]))
-    raise PipelineError(f"no post with slug {slug!r} in {config.posts}")
+    near = near_slugs(slug, loaded.posts)
+    if near:
+        raise PipelineError(f"no post with slug {slug!r} in {config.posts}; did you mean: {', '.join(near)}?")
+    raise PipelineError(f"no post with slug {slug!r} in {config.posts}; `pipeline preview` lists the "
+                        f"slugs (a post's `slug:`, else its file name: `ls {config.posts}`)")
+
+
+_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}-")
+
+
+def near_slugs(slug: str, posts: Sequence[Post], *, limit: int = 5) -> list[str]:
+    """The slugs `slug` may be a typo or a fragment of, best first: those containing it, then those
+    whose slug (with or without its date), file name, title or one word of the slug is close to
+    it (difflib's ratio of at least 0.6)."""
+    wanted = slug.strip().lower()
+    if not wanted:
+        return []
+    by_text: dict[str, list[str]] = {}      # a text a post may be remembered by -> its slugs
+    for post in posts:
+        undated = _DATE_PREFIX.sub("", post.slug)
+        stem = post.path.rsplit("/", 1)[-1].removesuffix(".md")
+        for text in {post.slug, undated, stem, post.title, *undated.split("-")}:
+            if len(text) >= 3:
+                by_text.setdefault(text.lower(), []).append(post.slug)
+    contained = [p.slug for p in posts if wanted in p.slug.lower()]
+    close = difflib.get_close_matches(wanted, list(by_text), n=limit * 4, cutoff=0.6)
+    found = dict.fromkeys([*contained, *(s for text in close for s in by_text[text])])
+    return list(found)[:limit]
 
 
 def send_test(config: Config, slug: str, addresses: Sequence[str], *, channel: str | None = None,
@@ -137,10 +185,12 @@ def _send(config: Config, edition: Edition, name: str, to: list[str], now: datet
             message = build_message(
                 edition, sender=sender, to=address, values={**sample_values(config), "email": address},
                 domain=sender_domain(sender, config), date=now, reply_to=config.email.reply_to,
-                subject_prefix=PREFIX, headers={"X-Pipeline-Test": "yes"})
+                subject_prefix=PREFIX,
+                headers={"X-Pipeline-Test": "yes", **list_headers(config, edition.key)})
+            # The bounce mailbox, without VERP: a test address is no subscriber to map a bounce to.
             delivery = Delivery(key=f"{edition.key}:{address}", channel=name, edition=edition.key,
                                 kind="email", recipient=address, message=bytes(message),
-                                envelope_from=envelope_address(sender))
+                                envelope_from=config.bounces.address or envelope_address(sender))
             results.append(_send_one(sender_channel, delivery, address))
     finally:
         sender_channel.close()

@@ -135,19 +135,12 @@ def test_send_test_reaches_smtp_marked_test_and_leaves_the_ledger(page, preview_
     _open_post(page, preview_server())
     page.fill("#to", "qa@example.com, lead@example.com")
     page.click("#send-test-button")
-    expect(page.locator("#send-test-result")).to_contain_text(
-        "Test sent to qa@example.com, lead@example.com")
-    # The first channel that sends email is the outbox; name the SMTP one for the rest.
-    text = (project / "config.yaml").read_text(encoding="utf-8")
-    (project / "config.yaml").write_text(text.replace(
-        "channels:\n", "preview:\n  test_channel: newsletter\n\nchannels:\n", 1), encoding="utf-8")
-    _open_post(page, preview_server())
-    page.fill("#to", "qa@example.com")
-    page.click("#send-test-button")
-    expect(page.locator("#send-test-result")).to_contain_text("Test sent to qa@example.com")
-    [received] = sink.received
-    assert received.rcpt_tos == ["qa@example.com"]
-    assert received.message["Subject"] == "[TEST] Ketamine’s Potential Ability to Heal Neurological Damage"
+    expect(page.locator("#send-test-result")).to_contain_text("Test sent to qa@example.com, lead@example.com")
+    # A real email channel is preferred to the outbox that comes first in the config (#14).
+    assert sorted(r for m in sink.received for r in m.rcpt_tos) == ["lead@example.com", "qa@example.com"]
+    assert not (project / "out" / "outbox" / "mail").exists()
+    subject = sink.received[0].message["Subject"]
+    assert subject == "[TEST] Ketamine’s Potential Ability to Heal Neurological Damage"
     assert ledger_rows(config, dry_run=None) == []
 
 

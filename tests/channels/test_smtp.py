@@ -403,3 +403,41 @@ def test_channel_from_is_one_address(project, run_cli):
     result = run_cli("check", cwd=project)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert any("channels.mail.from: must be a single line" in line for line in result.stderr.splitlines())
+
+
+# -- refusals carry their reply for bounce handling (#14) ---------------------------------------
+
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_a_refusal_carries_its_reply_code_and_enhanced_status(project, sink, processes):
+    from pipeline.channels.registry import build_channel
+    from pipeline.errors import ChannelError
+    from pipeline.models import Delivery
+
+    config = smtp_config(project, sink.port, processes=str(processes).lower())
+    sink.behaviour.reject.update({
+        "gone@example.com": ("RCPT", 550, "5.1.1 User unknown"),
+        "full@example.com": ("DATA", 452, "4.2.2 Mailbox full"),
+        "plain@example.com": ("RCPT", 550, "Mailbox unavailable"),
+        "bad@example.com": ("MAIL", 553, "5.1.8 Sender address rejected: Domain not found"),
+    })
+    channel = build_channel(config, "newsletter")
+
+    def refusal(recipient: str, sender: str = "news@example.com") -> tuple[object, ...]:
+        delivery = Delivery(key=f"k:{recipient}", channel="newsletter", edition="e", kind="email",
+                            recipient=recipient, envelope_from=sender,
+                            message=b"Subject: hello\r\n\r\nHello.\r\n")
+        with pytest.raises(ChannelError) as caught:
+            channel.send(delivery)
+        exc = caught.value
+        return exc.reply_code, exc.status, exc.retryable, exc.bounce
+
+    try:
+        assert refusal("gone@example.com") == (550, "5.1.1", False, True)
+        assert refusal("full@example.com") == (452, "4.2.2", True, True)
+        assert refusal("plain@example.com") == (550, None, False, True)
+        # The sender's refusal says nothing about the recipient (whose pipelined RCPT then gets
+        # "503 5.5.1 need MAIL command"): no bounce.
+        assert refusal("ada@example.com", sender="bad@example.com") == (None, None, False, False)
+    finally:
+        channel.close()
+    assert sink.received == []
