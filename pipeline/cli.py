@@ -364,14 +364,10 @@ def subscribers_show(obj: _Context, email: str) -> None:
       pipeline subscribers show ana@example.com
     """
     from pipeline.store import events
-    from pipeline.store import subscribers as store
     from pipeline.store.engine import engine_for
 
     engine = engine_for(obj.config)
-    try:
-        found = store.find(engine, address=email)
-    except ValueError as exc:
-        raise PipelineError(f"{email}: {exc}") from None
+    found = _find_subscriber(engine, email)
     if found is None:
         raise PipelineError(f"{email}: not a subscriber")
     consent = (f"{found.consent_at:%Y-%m-%d %H:%M} UTC via {found.consent_source}" if found.consent_at
@@ -386,6 +382,16 @@ def subscribers_show(obj: _Context, email: str) -> None:
                       str(event["edition"] or ""), str(event["detail"] or ""))
     if table.row_count:
         out.print(table)
+
+
+def _find_subscriber(engine, email: str):  # type: ignore[no-untyped-def]
+    """The subscriber with this address, or None; an invalid address is a PipelineError."""
+    from pipeline.store import subscribers as store
+
+    try:
+        return store.find(engine, address=email)
+    except ValueError as exc:
+        raise PipelineError(f"{email}: {exc}") from None
 
 
 @subscribers.command("suppress", short_help="Never mail an address (your own blocklist).")
@@ -428,10 +434,7 @@ def subscribers_unsuppress(obj: _Context, email: str) -> None:
     from pipeline.store.engine import engine_for
 
     engine = engine_for(obj.config)
-    try:
-        found = store.find(engine, address=email)
-    except ValueError as exc:
-        raise PipelineError(f"{email}: {exc}") from None
+    found = _find_subscriber(engine, email)
     if found is None or found.status != "suppressed":
         raise PipelineError(f"{email}: not suppressed ({found.status if found else 'not a subscriber'})")
     store.set_status(engine, email, store.SubscriberStatus.UNSUBSCRIBED, reason="suppression lifted")
@@ -723,8 +726,8 @@ def subscribe_form(obj: _Context, action_url: str | None) -> None:
       pipeline subscribe-form > subscribe-form.html
       pipeline subscribe-form --action-url https://news.example.com/subscribe
     """
-    from pipeline.web.signup import action_warning, form_action
-    from pipeline.web.signup import subscribe_form as snippet
+    from pipeline.web.subscribe_form import action_warning, form_action
+    from pipeline.web.subscribe_form import subscribe_form as snippet
 
     action = form_action(obj.config, action_url)
     warning = action_warning(action)

@@ -12,6 +12,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -727,9 +728,12 @@ _SHAPES: dict[str, st.SearchStrategy[Any]] = {
 
 def _settle(provider: Any, body: bytes, headers: dict[str, str]) -> None:
     """Hand `body` to `provider` as the server would: it reads events or refuses, never fails."""
+    # On a thread of its own: when the browser tests ran first in this session, Playwright's sync
+    # API keeps an event loop running on the main thread, where asyncio.run() refuses to start.
+    coroutine = provider.receive(Incoming(body=body, headers=Headers(headers), received_at=now()))
     try:
-        received = asyncio.run(provider.receive(Incoming(body=body, headers=Headers(headers),
-                                                         received_at=now())))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            received = pool.submit(asyncio.run, coroutine).result()
     except WebhookError as exc:
         assert 400 <= exc.status < 600 and "\n" not in str(exc)
         return

@@ -27,8 +27,9 @@ from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 from pipeline.store.schema import deliveries, subscribers
 from pipeline.web.confirmation import confirmation_channel, confirmation_key, send_confirmation
+from pipeline.web.guards import SlidingWindow, client_key
 from pipeline.web.server import build_server, create_app
-from pipeline.web.signup import SlidingWindow, client_key, form_action, subscribe_form
+from pipeline.web.subscribe_form import form_action, subscribe_form
 from tests.servers import AppServers
 from tests.smtp_sink import Received, Sink, free_port
 
@@ -772,7 +773,8 @@ def test_the_channel_confirmations_go_through(project, sink):
     ("subscribe: {channel: newsleter}",
      "config.yaml:LINE: subscribe.channel: no channel named 'newsleter' (configured: outbox, toots)"),
     ("subscribe: {channel: toots}",
-     "config.yaml:LINE: subscribe.channel: channel 'toots' sends no email; name an smtp or outbox channel"),
+     "config.yaml:LINE: subscribe.channel: channel 'toots' sends no email; name an smtp or outbox channel "
+     "for confirmation emails"),
 ])
 def test_a_subscribe_channel_that_cannot_send_confirmations_stops_serve(project, settings, error):
     _append(project, "  toots: {type: mastodon, base_url: 'https://mastodon.example', "
@@ -788,7 +790,8 @@ def test_without_an_email_channel_sign_ups_cannot_be_confirmed(project):
     path.write_text(path.read_text(encoding="utf-8").replace(
         "  outbox: {type: outbox, path: out/outbox}", "  outbox: {type: mastodon, base_url: "
         "'https://mastodon.example', access_token: x}"), encoding="utf-8")
-    with pytest.raises(ConfigError, match="no channel sends email, so sign-ups cannot be confirmed"):
+    with pytest.raises(ConfigError, match="no channel sends email; add an smtp or outbox channel for "
+                                          "confirmation emails"):
         create_app(load_config(path))
 
 

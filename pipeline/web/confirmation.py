@@ -23,10 +23,10 @@ from sqlalchemy import Engine, Row, select
 
 from pipeline.bounces.verp import envelope
 from pipeline.channels.base import Channel
-from pipeline.channels.registry import CHANNELS, build_channel
+from pipeline.channels.registry import build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import Config
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.models import Delivery, Edition, Status
 from pipeline.publish import deliver_one, sender_domain
 from pipeline.render.email import compile_mjml, one_line, render_text, site_context
@@ -56,23 +56,10 @@ class Confirmation:
 
 
 def confirmation_channel(config: Config) -> str:
-    """The email channel confirmations go through: `subscribe.channel`, else the one test sends
-    use. Raises ConfigError naming the key when there is none that sends email."""
-    name = config.subscribe.channel
-    if name is None:
-        if not any("email" in getattr(CHANNELS.get(c.get("type")), "kinds", ())
-                   for c in config.channels.values()):
-            raise ConfigError(f"{config.source}: channels: no channel sends email, so sign-ups cannot "
-                              "be confirmed; add an smtp (or outbox) channel")
-        return email_channel(config, None)
-    entry = config.channels.get(name)
-    if entry is None:
-        raise ConfigError(f"{config.where('subscribe', 'channel')}: no channel named {name!r} "
-                          f"(configured: {', '.join(config.channels) or 'none'})")
-    if "email" not in getattr(CHANNELS.get(entry.get("type")), "kinds", ()):
-        raise ConfigError(f"{config.where('subscribe', 'channel')}: channel {name!r} sends no email; "
-                          "name an smtp or outbox channel")
-    return name
+    """The email channel confirmations go through: `subscribe.channel`, else the first real email
+    channel, else the outbox. Raises ConfigError naming the key when there is none that sends
+    email."""
+    return email_channel(config, key=("subscribe", "channel"), purpose="confirmation emails")
 
 
 def confirmation_key(channel: str, uid: str, sent_at: datetime) -> str:

@@ -44,30 +44,33 @@ class SentTest:
     detail: str
 
 
-def email_channel(config: Config, name: str | None = None) -> str:
-    """The channel a test (or a confirmation email) goes through: `name`, else
-    `preview.test_channel`, else the first configured channel that sends real email (not an
-    outbox: a test is for seeing the message in a real inbox), else the first outbox. Raises
-    ConfigError."""
-    if not name and config.preview.test_channel is None:
+def email_channel(config: Config, name: str | None = None, *,
+                  key: tuple[str, str] = ("preview", "test_channel"), purpose: str = "test sends") -> str:
+    """The email channel for `purpose`: `name` (a command's option), else the one config names at
+    `key` (`preview.test_channel`; `subscribe.channel` for confirmation emails), else the first
+    configured channel that sends real email (not an outbox: a test is for seeing the message in a
+    real inbox, a confirmation for reaching the reader), else the first outbox. Raises
+    ConfigError naming the key."""
+    configured = getattr(getattr(config, key[0]), key[1])
+    if not name and configured is None:
         sending = [n for n, c in config.channels.items()
                    if "email" in getattr(CHANNELS.get(c.get("type")), "kinds", ())]
         real = [n for n in sending if config.channels[n].get("type") != "outbox"]
         if not sending:
             raise ConfigError(f"{config.source}: channels: no channel sends email; add an smtp or "
-                              "outbox channel to send a test")
+                              f"outbox channel for {purpose}")
         return (real or sending)[0]
     if name:
         where = f"{config.source}: channels"
     else:
-        name, where = config.preview.test_channel or "", config.where("preview", "test_channel")
+        name, where = configured or "", config.where(*key)
     entry = config.channels.get(name)
     if entry is None:
         raise ConfigError(f"{where}: no channel named {name!r} "
                           f"(configured: {', '.join(config.channels) or 'none'})")
     if "email" not in getattr(CHANNELS.get(entry.get("type")), "kinds", ()):
-        raise ConfigError(f"{config.source}: channel {name!r} sends no email; name an smtp or outbox "
-                          "channel for test sends")
+        raise ConfigError(f"{where}: channel {name!r} sends no email; name an smtp or outbox "
+                          f"channel for {purpose}")
     return name
 
 

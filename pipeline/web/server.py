@@ -1,7 +1,7 @@
 """`pipeline serve`: the server readers and mail providers reach on the open internet.
 
-`create_app` puts together the routes of each endpoint module (unsubscribe, sign-up, archive, ESP
-webhooks) over one `WebContext`. `build_server` is the uvicorn server `pipeline serve` runs,
+`create_app` puts together the routes of each endpoint module (unsubscribe, sign-up, manage,
+archive, ESP webhooks) over one `WebContext`. `build_server` is the uvicorn server `pipeline serve` runs,
 hardened for the open internet: every response forbids framing, sniffing and Referer (the URL
 holds the token), the log names the subscriber's uid instead of the token, and a request must
 arrive whole within a few seconds.
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.config import Config
-from pipeline.web import archive, esp_webhooks, signup, unsubscribe
+from pipeline.web import archive, esp_webhooks, manage, signup, unsubscribe
 from pipeline.web.context import web_context
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def create_app(config: Config) -> Starlette:
     async def health(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    routes = [*unsubscribe.routes(ctx), *signup.routes(ctx), *archive.routes(ctx),
+    routes = [*unsubscribe.routes(ctx), *signup.routes(ctx), *manage.routes(ctx), *archive.routes(ctx),
               *esp_webhooks.routes(ctx), Route("/healthz", health, methods=["GET"])]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog)])
 
