@@ -16,7 +16,7 @@ from pipeline.bounces import verp
 from pipeline.bounces.classify import classify, enhanced_code
 from pipeline.config import load_config
 from pipeline.publish import publish
-from pipeline.store import events
+from pipeline.store import events, optin
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.events import Event, EventKind
@@ -46,7 +46,7 @@ def _event(address: str, kind: EventKind, n: int = 0, *, at: datetime = NOW) -> 
 # -- sign-up and confirmation -------------------------------------------------------------------
 
 def test_a_new_address_signs_up_pending_and_a_confirmation_is_due(engine):
-    done = store.sign_up(engine, "Ana@Example.com", name=" Ana ", tags=("news",), ip_hash="h1", now=NOW)
+    done = optin.sign_up(engine, "Ana@Example.com", name=" Ana ", tags=("news",), ip_hash="h1", now=NOW)
     assert done.send_confirmation
     sub = done.subscriber
     assert (sub.status, sub.name, sub.tags) == ("pending", "Ana", ("news",))
@@ -54,46 +54,46 @@ def test_a_new_address_signs_up_pending_and_a_confirmation_is_due(engine):
 
 
 def test_a_pending_address_gets_at_most_one_confirmation_per_window(engine):
-    store.sign_up(engine, "ana@example.com", now=NOW)
-    assert not store.sign_up(engine, "ana@example.com", now=NOW + timedelta(minutes=59)).send_confirmation
-    assert store.sign_up(engine, "ana@example.com", now=NOW + timedelta(minutes=61)).send_confirmation
+    optin.sign_up(engine, "ana@example.com", now=NOW)
+    assert not optin.sign_up(engine, "ana@example.com", now=NOW + timedelta(minutes=59)).send_confirmation
+    assert optin.sign_up(engine, "ana@example.com", now=NOW + timedelta(minutes=61)).send_confirmation
 
 
 def test_an_active_or_suppressed_address_is_left_alone_by_the_form(engine):
     store.upsert(engine, "ana@example.com", "Ana", ("vip",), source="cli")
-    again = store.sign_up(engine, "ana@example.com", name="Mallory", tags=("x",), now=NOW)
+    again = optin.sign_up(engine, "ana@example.com", name="Mallory", tags=("x",), now=NOW)
     assert not again.send_confirmation
     sub = again.subscriber
     assert (sub.name, sub.tags, sub.status) == ("Ana", ("vip",), "active")
     store.suppress(engine, "bob@example.com", reason="asked by phone")
-    assert not store.sign_up(engine, "bob@example.com", now=NOW).send_confirmation
+    assert not optin.sign_up(engine, "bob@example.com", now=NOW).send_confirmation
     assert _status(engine, "bob@example.com") == "suppressed"
 
 
 def test_confirming_records_consent_and_activates(engine):
-    pending = store.sign_up(engine, "ana@example.com", ip_hash=store.ip_hash("203.0.113.9", SECRET),
+    pending = optin.sign_up(engine, "ana@example.com", ip_hash=optin.ip_hash("203.0.113.9", SECRET),
                             now=NOW).subscriber
-    done = store.confirm(engine, pending.uid, now=NOW + timedelta(minutes=5))
+    done = optin.confirm(engine, pending.uid, now=NOW + timedelta(minutes=5))
     assert done is not None and done.status == "active"
     assert (done.consent_at, done.consent_source) == (NOW + timedelta(minutes=5), "form")
     stored = sqlite3.connect(engine.url.database).execute(
         "select consent_ip from subscribers where uid = ?", (pending.uid,)).fetchone()[0]
-    assert stored == store.ip_hash("203.0.113.9", SECRET) and "203.0.113.9" not in stored
+    assert stored == optin.ip_hash("203.0.113.9", SECRET) and "203.0.113.9" not in stored
 
 
 def test_confirmation_tokens_expire_and_cannot_be_forged(engine):
-    sub = store.sign_up(engine, "ana@example.com", now=NOW).subscriber
-    good = store.confirm_token(sub.uid, sub.email, SECRET, expires=NOW + timedelta(days=7))
-    assert store.resolve_confirm_token(engine, good, SECRET, now=NOW)[0] == sub
-    assert store.resolve_confirm_token(engine, good, SECRET, now=NOW + timedelta(days=7))[1] == "expired"
-    assert store.resolve_confirm_token(engine, good, "another secret", now=NOW)[1] == "unknown"
+    sub = optin.sign_up(engine, "ana@example.com", now=NOW).subscriber
+    good = optin.confirm_token(sub.uid, sub.email, SECRET, expires=NOW + timedelta(days=7))
+    assert optin.resolve_confirm_token(engine, good, SECRET, now=NOW)[0] == sub
+    assert optin.resolve_confirm_token(engine, good, SECRET, now=NOW + timedelta(days=7))[1] == "expired"
+    assert optin.resolve_confirm_token(engine, good, "another secret", now=NOW)[1] == "unknown"
     uid, _, mac = good.split(".")
-    later = store._base36(int((NOW + timedelta(days=70)).timestamp()))
-    assert store.resolve_confirm_token(engine, f"{uid}.{later}.{mac}", SECRET, now=NOW)[1] == "unknown"
-    assert store.resolve_confirm_token(engine, "../../etc", SECRET, now=NOW)[1] == "malformed"
+    later = optin._base36(int((NOW + timedelta(days=70)).timestamp()))
+    assert optin.resolve_confirm_token(engine, f"{uid}.{later}.{mac}", SECRET, now=NOW)[1] == "unknown"
+    assert optin.resolve_confirm_token(engine, "../../etc", SECRET, now=NOW)[1] == "malformed"
     # The unsubscribe token of the same subscriber is not a confirmation token (and vice versa).
     unsubscribe_token = store.token(sub.uid, sub.email, SECRET)
-    assert store.resolve_confirm_token(engine, unsubscribe_token, SECRET)[1] == "malformed"
+    assert optin.resolve_confirm_token(engine, unsubscribe_token, SECRET)[1] == "malformed"
     assert store.resolve_token(engine, good, SECRET) is None
 
 
@@ -101,7 +101,7 @@ def test_manage_page_changes_only_topics_and_name(engine):
     store.upsert(engine, "ana@example.com", "Ana", ("vip", "news"), source="cli")
     sub = store.find(engine, address="ana@example.com")
     assert sub is not None
-    after = store.update_preferences(engine, sub.uid, name="Ana B", topics=("research", "bogus"),
+    after = optin.update_preferences(engine, sub.uid, name="Ana B", topics=("research", "bogus"),
                                      all_topics=("news", "research"))
     assert after is not None and (after.name, after.tags) == ("Ana B", ("vip", "research"))
 
@@ -113,8 +113,8 @@ def test_resubscribe_from_the_manage_page_only_lifts_an_unsubscribe(engine):
     events.record(engine, _event("b@example.com", EventKind.COMPLAINT))
     a, b = (store.find(engine, address=x) for x in ("a@example.com", "b@example.com"))
     assert a is not None and b is not None
-    assert store.resubscribe(engine, a.uid).status == "active"           # type: ignore[union-attr]
-    assert store.resubscribe(engine, b.uid).status == "complained"       # type: ignore[union-attr]
+    assert optin.resubscribe(engine, a.uid).status == "active"           # type: ignore[union-attr]
+    assert optin.resubscribe(engine, b.uid).status == "complained"       # type: ignore[union-attr]
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_reimport_never_reactivates_bounced_or_complained_without_resubscribe(en
 
 
 def test_an_import_activates_a_pending_address(engine, tmp_path: Path):
-    store.sign_up(engine, "p@example.com", now=NOW)
+    optin.sign_up(engine, "p@example.com", now=NOW)
     csv = tmp_path / "list.csv"
     csv.write_text("email\np@example.com\n", encoding="utf-8")
     store.import_csv(engine, csv)

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import Status
+from pipeline.store import optin
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
@@ -204,7 +205,7 @@ def test_signup_confirmation_and_confirm(site):
     row = site.row(ADA)
     assert (row.status, row.name, row.tags) == ("pending", "Ada", "wellness,research")
     assert row.consent_at is None and row.consent_source is None
-    assert row.consent_ip == store.ip_hash("127.0.0.1", site.secret) and "127.0.0.1" not in row.consent_ip
+    assert row.consent_ip == optin.ip_hash("127.0.0.1", site.secret) and "127.0.0.1" not in row.consent_ip
 
     (received,) = site.mails(1)
     message = received.message
@@ -243,7 +244,7 @@ def test_signup_confirmation_and_confirm(site):
     assert done.status_code == 200 and "You&#39;re subscribed" in done.text
     row = site.row(ADA)
     assert row.status == "active" and row.consent_source == "form" and row.consent_at is not None
-    assert row.consent_ip == store.ip_hash("127.0.0.1", site.secret)
+    assert row.consent_ip == optin.ip_hash("127.0.0.1", site.secret)
     (manage,) = [href for href in parse(done.text).links if href.startswith("/manage/")]
     assert manage == f"/manage/{store.token(row.uid, ADA, site.secret)}"
     assert "Status: subscribed." in site.client.get(manage).text
@@ -315,8 +316,8 @@ def test_forged_malformed_and_expired_tokens_change_nothing(site):
     site.mails(2)
     ada, bob = site.row(ADA), site.row(BOB)
     good = path_of(confirm_link(next(r for r in site.sink.received if r.rcpt_tos == [ADA])))
-    expired = store.confirm_token(ada.uid, ADA, site.secret, expires=datetime.now(UTC) - timedelta(days=1))
-    other = store.confirm_token(ada.uid, BOB, site.secret, expires=datetime.now(UTC) + timedelta(days=1))
+    expired = optin.confirm_token(ada.uid, ADA, site.secret, expires=datetime.now(UTC) - timedelta(days=1))
+    other = optin.confirm_token(ada.uid, BOB, site.secret, expires=datetime.now(UTC) + timedelta(days=1))
     cases = {
         "forged": (_forge(good), 404),
         "another address": (f"/confirm/{other}", 404),
@@ -386,7 +387,7 @@ def test_rate_limit_per_ip(make_site):
     # an IPv6 client is counted by its /64.
     other = {"X-Forwarded-For": "198.51.100.7"}
     assert site.sign_up("r3@example.com", headers=other).status_code == 200
-    assert site.row("r3@example.com").consent_ip == store.ip_hash("198.51.100.7", site.secret)
+    assert site.row("r3@example.com").consent_ip == optin.ip_hash("198.51.100.7", site.secret)
     for i in range(3):
         v6 = {"X-Forwarded-For": f"2001:db8:1:2::{i + 1}"}
         assert site.sign_up(f"v{i}@example.com", headers=v6).status_code == 200
@@ -634,7 +635,7 @@ def test_the_same_confirmation_is_sent_once(project, sink):
     engine = engine_for(config)
     secret = store.state_secret(engine)
     at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-    uid = store.sign_up(engine, ADA, now=at).subscriber.uid
+    uid = optin.sign_up(engine, ADA, now=at).subscriber.uid
     first = send_confirmation(config, engine, secret, uid, channel="newsletter")
     again = send_confirmation(config, engine, secret, uid, channel="newsletter")
     assert (first.outcome, again.outcome) == ("sent", "already")
@@ -642,7 +643,7 @@ def test_the_same_confirmation_is_sent_once(project, sink):
     assert sink.recipients() == {ADA: 1}
 
     # A crash after planning: the row is pending; the next send sends it, the same message.
-    store.sign_up(engine, BOB, now=at)
+    optin.sign_up(engine, BOB, now=at)
     bob = store.find(engine, address=BOB).uid
     ledger = Ledger(engine)
     try:
@@ -655,7 +656,7 @@ def test_the_same_confirmation_is_sent_once(project, sink):
     assert sink.recipients() == {ADA: 1, BOB: 1}
 
     # Nothing for an address that needs no confirmation any more.
-    store.confirm(engine, uid)
+    optin.confirm(engine, uid)
     assert send_confirmation(config, engine, secret, uid, channel="newsletter").outcome == "skipped"
     assert send_confirmation(config, engine, secret, "0" * 32, channel="newsletter").outcome == "skipped"
 
@@ -665,7 +666,7 @@ def test_the_confirmation_message_is_deterministic(project, sink):
     engine = engine_for(config)
     secret = store.state_secret(engine)
     at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-    uid = store.sign_up(engine, ADA, now=at).subscriber.uid
+    uid = optin.sign_up(engine, ADA, now=at).subscriber.uid
     send_confirmation(config, engine, secret, uid, channel="newsletter")
     with engine.begin() as conn:          # as if the first send's result had been lost
         conn.execute(update(deliveries).values(status=Status.PENDING))

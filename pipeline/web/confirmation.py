@@ -33,8 +33,9 @@ from pipeline.render.email import compile_mjml, one_line, render_text, site_cont
 from pipeline.render.mime import build_message
 from pipeline.render.personalize import neutralize
 from pipeline.store.ledger import Ledger
+from pipeline.store.optin import confirm_token
 from pipeline.store.schema import subscribers
-from pipeline.store.subscribers import SubscriberStatus, confirm_token
+from pipeline.store.subscribers import SubscriberStatus
 from pipeline.web.send_test import email_channel
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipeline.store import optin
 from pipeline.store import subscribers as store
 from pipeline.store.subscribers import Subscriber, SubscriberStatus
 from pipeline.web.context import WebContext
@@ -100,14 +101,14 @@ def routes(ctx: WebContext) -> list[Route]:
         if action == "save":
             topics = chosen_topics(form.getlist("tags"), settings.topics)
             changed = await run_in_threadpool(
-                lambda: store.update_preferences(engine, uid, name=name, topics=topics,
+                lambda: optin.update_preferences(engine, uid, name=name, topics=topics,
                                                  all_topics=tuple(settings.topics)))
             notice = "Your preferences are saved."
         elif action == "unsubscribe":
             await run_in_threadpool(lambda: store.unsubscribe(engine, subscriber.email, reason="manage page"))
             changed, notice = None, "You are unsubscribed: you will receive no more emails from us."
         else:
-            changed = await run_in_threadpool(store.resubscribe, engine, uid)
+            changed = await run_in_threadpool(optin.resubscribe, engine, uid)
             notice = "You are subscribed again."
         log.info("manage page: subscriber %s: %s", uid, action)
         latest = changed or await run_in_threadpool(lambda: store.find(engine, uid=uid))

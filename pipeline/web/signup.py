@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from pipeline.config import Config
+from pipeline.store import optin
 from pipeline.store import subscribers as store
 from pipeline.store.subscribers import Subscriber, SubscriberStatus
 from pipeline.web.confirmation import ConfirmationSender, confirmation_channel
@@ -172,8 +173,8 @@ def routes(ctx: WebContext) -> list[Route]:
         except Refused as exc:
             return refused(request, exc, values)
         done = await run_in_threadpool(
-            store.sign_up, engine, address, name=values.name, tags=values.tags,
-            ip_hash=store.ip_hash(ip, secret), resend_after=timedelta(minutes=settings.resend_minutes))
+            optin.sign_up, engine, address, name=values.name, tags=values.tags,
+            ip_hash=optin.ip_hash(ip, secret), resend_after=timedelta(minutes=settings.resend_minutes))
         log.info("sign-up for subscriber %s (%s)", done.subscriber.uid,
                  "confirmation due" if done.send_confirmation else "no email due")
         if not done.send_confirmation:
@@ -211,7 +212,7 @@ def routes(ctx: WebContext) -> list[Route]:
         if len(value) > 200:
             subscriber, reason = None, "malformed"
         else:
-            subscriber, reason = await run_in_threadpool(store.resolve_confirm_token, engine, value, secret)
+            subscriber, reason = await run_in_threadpool(optin.resolve_confirm_token, engine, value, secret)
         if subscriber is not None:
             request.state.uid = subscriber.uid        # the request log shows it instead of the token
             return subscriber
@@ -239,7 +240,7 @@ def routes(ctx: WebContext) -> list[Route]:
         except Refused as exc:
             return confirm_page("error", "Bad request", exc.status, message=exc.message)
         if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.SUPPRESSED):
-            subscriber = await run_in_threadpool(store.confirm, engine, subscriber.uid) or subscriber
+            subscriber = await run_in_threadpool(optin.confirm, engine, subscriber.uid) or subscriber
             log.info("subscriber %s confirmed", subscriber.uid)
         return confirm_state(subscriber, asking=False)
 
