@@ -80,7 +80,8 @@ def child(kind: str, config_path: Path, csv_path: Path) -> None:
                 rows.append({"uid": secrets.token_hex(16), "email": email, "email_key": email.lower(),
                              "name": name.strip() or None, "tags": tags.replace(";", ","),
                              "status": "active", "source": csv_path.name, "created_at": now,
-                             "updated_at": now})
+                             "updated_at": now, "consent_at": now,
+                             "consent_source": f"import:{csv_path.name}"})
         with engine.begin() as conn:
             conn.execute(insert(subscribers), rows)
     seconds = time.perf_counter() - start

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.intake.permalinks import site_config
 from pipeline.intake.posts import load_posts
 from pipeline.intake.sources import load_all
@@ -90,6 +90,19 @@ def check_compliance(config: Config) -> list[Problem]:
     return problems
 
 
+def check_webhooks(config: Config) -> list[Problem]:
+    """The ESP webhooks of `bounces.webhooks` can be built (a SendGrid key that is no key is found
+    now, not when `pipeline serve` starts)."""
+    from pipeline.bounces.esp.registry import configured_providers
+
+    try:
+        configured_providers(config)
+    except ConfigError as exc:
+        return [Problem(where=line.split(": ", 1)[0], message=line.split(": ", 1)[-1])
+                for line in str(exc).splitlines()]
+    return []
+
+
 def _where(config: Config, *key: str) -> str:
     """`config.yaml:LINE: a.b` for a key whose section is in the file; a section left out (its
     defaults apply) has no line of its own to name."""
@@ -104,7 +117,8 @@ def check_all(config: Config) -> list[Problem]:
     so that a slug or canonical URL one of each share is found too; and what sending to real
     inboxes requires."""
     articles = load_all(config, now=datetime.max.replace(tzinfo=UTC))
-    return [*check_channels(config), *check_compliance(config), *check_templates(config),
+    return [*check_channels(config), *check_compliance(config), *check_webhooks(config),
+            *check_templates(config),
             *render_posts(config, loaded=articles).problems]
 
 

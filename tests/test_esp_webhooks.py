@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -638,6 +639,18 @@ def test_sendgrid_key_that_is_no_key_names_the_setting(project, monkeypatch):
                                           r"not an ECDSA P-256 public key") as caught:
         build_server(config, port=free_port())
     assert "\n" not in str(caught.value)
+
+
+def test_check_finds_a_sendgrid_key_that_is_no_key(project, monkeypatch, run_cli):
+    bad = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnotakey"
+    _with_webhooks(project, monkeypatch, bad)
+    env = {"POSTMARK_WEBHOOK_PASSWORD": POSTMARK_PASSWORD, "MAILGUN_SIGNING_KEY": MAILGUN_KEY,
+           "SENDGRID_PUBLIC_KEY": bad}
+    result = run_cli("check", cwd=project, env=env)
+    assert result.returncode == 1
+    expected = r"config\.yaml:\d+: bounces\.webhooks\.sendgrid\.public_key: not an ECDSA P-256 public"
+    assert re.search(expected, result.stderr + result.stdout), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- every provider -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.bounces.esp.base import Incoming, Provider, Received, WebhookError, domain
-from pipeline.bounces.esp.registry import PROVIDERS
+from pipeline.bounces.esp.registry import configured_providers
 from pipeline.config import BounceSettings
 from pipeline.store.events import record
 from pipeline.store.subscribers import find
@@ -46,15 +46,8 @@ class TooLarge(WebhookError):
 def routes(ctx: WebContext) -> list[Route]:
     """POST /webhooks/<name> for each provider configured under `bounces.webhooks`. Building a
     provider may raise ConfigError (e.g. a SendGrid key that is no key), naming the config key."""
-    settings = ctx.config.bounces.webhooks
-    out = []
-    for name, provider_type in PROVIDERS.items():
-        configured = getattr(settings, name)
-        if configured is not None:
-            provider = provider_type(configured, where=ctx.config.where("bounces", "webhooks", name))
-            out.append(Route(f"/webhooks/{name}", _endpoint(ctx, provider), methods=["POST"],
-                             name=f"webhook_{name}"))
-    return out
+    return [Route(f"/webhooks/{name}", _endpoint(ctx, provider), methods=["POST"], name=f"webhook_{name}")
+            for name, provider in configured_providers(ctx.config).items()]
 
 
 def _endpoint(ctx: WebContext, provider: Provider) -> Callable[[Request], Awaitable[Response]]:
