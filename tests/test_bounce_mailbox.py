@@ -276,6 +276,9 @@ def test_cli_without_a_mailbox_says_how_to_configure_one(project, run_cli):
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: {project / 'config.yaml'}: no bounce mailbox configured")
     assert "bounces: {imap:" in line and "bounces: {maildir: PATH}" in line
+    suggested = line.split("`")[1]            # what to paste is valid YAML, braces balanced
+    imap = yaml.safe_load(suggested.replace("...", "x"))["bounces"]["imap"]
+    assert imap["password"] == "${BOUNCE_PASSWORD}"
 
 
 # -- a Maildir ----------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def open_mailbox(config: Config) -> Mailbox:
         return MaildirMailbox(config.path(bounces.maildir), delete=bounces.delete,
                               where=config.where("bounces", "maildir"))
     raise MailboxError(f"{config.source}: no bounce mailbox configured; add `bounces: {{imap: {{host: ..., "
-                       "username: ..., password: ${BOUNCE_PASSWORD}}}}}` or `bounces: {maildir: PATH}`")
+                       'username: ..., password: "${BOUNCE_PASSWORD}"}}` or `bounces: {maildir: PATH}`')
 
 
 # -- IMAP ---------------------------------------------------------------------------------------
