@@ -48,16 +48,14 @@ screenshots: $(TEST_STAMP) browser
 golden: $(TEST_STAMP)
 	$(BIN)/python -m pytest --update-golden tests
 
+# Every benchmark (bench/suite.py), then docs/benchmarks.md with their tables and the machine.
 bench: $(TEST_STAMP)
-	$(BIN)/python bench/render.py
-	$(BIN)/python bench/preview_page.py
-	$(BIN)/python bench/import.py
 	@command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || { \
 	  echo "installing Debian's postfix for smtp-sink (not configured, not started)"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null || \
 	  echo "warning: could not install postfix; bench/send.py falls back to aiosmtpd"; }
-	$(BIN)/python bench/send.py --n $(or $(N),100000)
+	$(BIN)/python bench/suite.py --n $(or $(N),100000)
 
 clean:
 	rm -rf $(VENV) out state .pytest_cache

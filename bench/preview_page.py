@@ -86,6 +86,7 @@ def main() -> None:
     table.add_row("post page, nothing changed", f"{cached:.1f}", f"{cached / baseline:.2f}")
     table.add_row("post page after a post was saved", f"{changed:.1f}", f"{changed / baseline:.2f}")
     Console().print(table)
+    print(f"ratio cached {cached / baseline:.3f} saved {changed / baseline:.3f} page_ms {cached:.1f}")
 
 
 if __name__ == "__main__":

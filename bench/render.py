@@ -129,14 +129,18 @@ def main() -> None:
         for col in ("post", "words", "baseline: Markdown→HTML + MJML, ms", "full render, ms",
                     "email", "3 snippets", "ratio"):
             table.add_column(col, justify="right")
+        ratios = {}
         for name, post in cases:
             m = measure(post, config, args.rounds)
+            ratios[name] = m["full"] / m["baseline"]
             table.add_row(name, f"{len(post.body_markdown.split()):,}", f"{m['baseline'] * 1000:.1f}",
                           f"{m['full'] * 1000:.1f}", f"{m['email'] * 1000:.1f}",
-                          f"{m['snippets'] * 1000:.1f}", f"{m['full'] / m['baseline']:.1f}")
+                          f"{m['snippets'] * 1000:.1f}", f"{ratios[name]:.1f}")
         Console(width=140).print(table)
         print("ratio = full render (email edition + x, mastodon, bluesky snippets) / "
               "(Markdown -> HTML + MJML compile) of the same post", file=sys.stderr)
+        print(f"ratio seed {ratios['seed post']:.1f} long {ratios['5,000-word post']:.1f} "
+              f"max {max(ratios.values()):.1f}")
 
 
 if __name__ == "__main__":
