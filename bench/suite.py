@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 PAGE = ROOT / "docs" / "benchmarks.md"
 TEMPLATE = HERE / "benchmarks.md.j2"
+# `ratio 0.91 ...`, `ratio seed 2.5 ...`, `ratio_help 1.4 ...`: a name, maybe a label, a number.
+HEADLINE = re.compile(r"ratio\w*(?:\s+[a-z_]+)?\s+-?\d")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,13 +97,13 @@ def run(bench: Bench, n: int | None) -> tuple[str, float, int]:
 
 def headline(output: str) -> str:
     """The benchmark's last line (`ratio ...`), or "" when it printed none."""
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines and lines[-1].lstrip().startswith("ratio") else ""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    return lines[-1] if lines and HEADLINE.match(lines[-1]) else ""
 
 
-def write_page() -> Path:
-    """docs/benchmarks.md from the template and the latest result of each benchmark."""
-    results = {}
+def load_results() -> dict[str, dict[str, object]]:
+    """The latest result of each benchmark that has one: its output, headline, machine, seconds."""
+    results: dict[str, dict[str, object]] = {}
     for bench in BENCHES:
         text = RESULTS / f"{bench.name}.txt"
         meta = RESULTS / f"{bench.name}.json"
@@ -108,9 +111,18 @@ def write_page() -> Path:
             output = text.read_text(encoding="utf-8").rstrip()
             results[bench.name] = {"output": output, "headline": headline(output),
                                    **json.loads(meta.read_text(encoding="utf-8"))}
+    return results
+
+
+def render_page(results: dict[str, dict[str, object]]) -> str:
+    """docs/benchmarks.md's text: the template filled with `results`."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    page = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(results=results, benches=BENCHES)
-    PAGE.write_text(page, encoding="utf-8")
+    return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(results=results, benches=BENCHES)
+
+
+def write_page() -> Path:
+    """docs/benchmarks.md from the template and the latest result of each benchmark."""
+    PAGE.write_text(render_page(load_results()), encoding="utf-8")
     return PAGE
 
 
