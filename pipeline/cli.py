@@ -2,29 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Column, Table
-from rich.text import Text
 
-from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
-from pipeline.models import Post, Problem, Severity
-from pipeline.preview import Batch, load_articles, render_posts, write_preview
 
-# markup=False: file names, addresses and server replies are data, never rich markup.
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# Each command imports what it uses: `pipeline --help` loads click alone, and `schedule` never
+# loads the renderers or the channel libraries (bench/startup.py measures this).
+if TYPE_CHECKING:
+    import rich.table
+    from rich.console import Console
+
+    from pipeline.config import Config
+    from pipeline.models import Post, Problem
+    from pipeline.preview import Batch
+
+
+class _LazyConsole:
+    """A rich Console made on first use: click prints `--help` itself, without rich."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        # markup=False: file names, addresses and server replies are data, never rich markup.
+        return Console(stderr=self._stderr, highlight=False, soft_wrap=True, markup=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
 STYLES = {"error": "red", "warning": "yellow", "note": "cyan"}
+
+
+def Table(*headers: Any, **options: Any) -> rich.table.Table:
+    """A rich Table (the columns' headers, then rich's options), rich imported on first use."""
+    from rich import table
+
+    return table.Table(*headers, **options)
 
 
 def say(kind: str, message: str, indent: str = "") -> None:
     """One line on stderr: `error: ...` / `warning: ...`, the label coloured, the message verbatim."""
+    from rich.text import Text
+
     err.print(Text.assemble(indent, (f"{kind}:", STYLES[kind]), " ", message))
 
 
@@ -42,6 +74,8 @@ class _Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from pipeline.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -83,6 +117,7 @@ def check(obj: _Context, strict: bool, urls: bool) -> None:
       pipeline check --urls
     """
     from pipeline.check import check_all
+    from pipeline.models import Severity
 
     if urls:
         _url_table(obj.config, strict)
@@ -99,11 +134,15 @@ def check(obj: _Context, strict: bool, urls: bool) -> None:
 
 def _failing(problems: Sequence[Problem], strict: bool) -> list[Problem]:
     """The problems that fail `check`: errors, and with --strict warnings too (never notes)."""
+    from pipeline.models import Severity
+
     return [p for p in problems
             if p.severity is Severity.ERROR or (strict and p.severity is Severity.WARNING)]
 
 
 def _url_table(config: Config, strict: bool) -> None:
+    from rich.table import Column
+
     from pipeline.check import check_urls
 
     urls = check_urls(config)
@@ -143,6 +182,8 @@ def preview(obj: _Context, slugs: tuple[str, ...], out_dir: str | None, serve: b
       pipeline preview
       pipeline preview --serve --port 8001
     """
+    from pipeline.preview import load_articles, render_posts, write_preview
+
     config = obj.config
     if serve:
         _serve_preview(config, host, port or config.preview.port)
@@ -502,7 +543,7 @@ def _progress():  # type: ignore[no-untyped-def]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} failed {task.fields[failed]}"),
                    TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True)
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err.console, transient=True)
     tasks: dict[str, int] = {}
 
     def update(report) -> None:  # type: ignore[no-untyped-def]
@@ -575,7 +616,9 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
             say("warning", f"timetable entry {r['entry']}: the run due {r['fire_time']:%Y-%m-%d %H:%M} UTC "
                            f"was missed ({r['detail']})")
     if as_json:
-        out.print_json(json.dumps(rows, default=str))
+        # Colours only for a terminal: into a pipe the text is the same, and colouring a big
+        # ledger's JSON took as long as reading it.
+        out.print_json(json.dumps(rows, default=str), highlight=out.is_terminal)
         return
     if not rows:
         out.print("The ledger is empty: nothing has been sent yet.")
@@ -635,6 +678,8 @@ def bounces(obj: _Context, dry_run: bool, as_json: bool) -> None:
       pipeline bounces --json
     """
     import json
+
+    from rich.table import Column
 
     from pipeline.bounces.reader import COMPLAINT_LIMIT, LABELS, rates, read_mailbox
     from pipeline.store.engine import engine_for
@@ -825,12 +870,12 @@ def fetch(obj: _Context) -> None:
     Example:
       pipeline fetch
     """
-    from pipeline.intake.feeds import fetch_all
-
     config = obj.config
     if not config.feeds:
         out.print("No feeds in `sources:`; nothing to fetch.")
         return
+    from pipeline.intake.feeds import fetch_all
+
     reports = fetch_all(config)
     table = Table("feed", "status", "new", "held", "baseline", "skipped", "message")
     for r in reports:

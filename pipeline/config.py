@@ -30,7 +30,6 @@ from pydantic import (
 from pipeline.errors import ConfigError
 from pipeline.fields import email_address, http_url
 from pipeline.intake.feed_settings import FeedOutSettings, FeedSource, PostsSource, Source, check_sources
-from pipeline.intake.site_config import SiteConfigError, read_site_config
 from pipeline.intake.textfile import NotUtf8, YamlTooLarge, load_yaml, read_utf8
 from pipeline.networks.registry import NETWORKS
 from pipeline.timetable.entries import Entry
@@ -373,6 +372,8 @@ def _generator_errors(config: Config, cfg: Path, lines: Mapping[tuple[str | int,
     post loader (see `intake/site_config.py`)."""
     if config.site.generator == "none":
         return []
+    from pipeline.intake.site_config import SiteConfigError, read_site_config
+
     root = config.path(config.site.root)
     try:
         read_site_config(config.site.generator, root, file=config.site.generator_config,

@@ -20,10 +20,8 @@ from pipeline.intake.sources import load_all
 from pipeline.models import Post, Problem, Rendered, Severity
 from pipeline.render.email import render_edition
 from pipeline.render.links import footer
-from pipeline.render.mime import build_message, list_headers
 from pipeline.render.personalize import Fill
 from pipeline.render.social import snippets, threads
-from pipeline.store.feed_entries import stored_posts
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,8 @@ def load_articles(config: Config, *, posts_only: bool = False, now: datetime | N
     local = load_posts(config)
     if posts_only or not config.feeds:
         return Articles(loaded=local, local=local.posts)
+    from pipeline.store.feed_entries import stored_posts
+
     loaded = load_all(config, now=now, local=local)
     settling = sum(1 for p in stored_posts(config) if p.available_at is not None and p.available_at > now)
     return Articles(loaded=loaded, local=local.posts, settling=settling)
@@ -105,6 +105,8 @@ def sample_values(config: Config) -> dict[str, str]:
 
 def write_preview(item: Rendered, config: Config, out: Path, *, now: datetime | None = None) -> Path:
     """Write DIR/<slug>/email.html, email.txt, email.eml and snippets.json; returns the folder."""
+    from pipeline.render.mime import build_message, list_headers
+
     folder = out / item.post.slug
     folder.mkdir(parents=True, exist_ok=True)
     values = sample_values(config)

@@ -21,17 +21,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from pipeline.bounces import verp
 from pipeline.bounces.classify import classify
 from pipeline.channels.base import Channel
-from pipeline.channels.registry import build_channel
+from pipeline.channels.pump import Email, Pump
+from pipeline.channels.registry import CHANNELS, build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import BounceSettings, Config
 from pipeline.errors import ChannelError, PipelineError
 from pipeline.intake.sources import load_all
-from pipeline.models import Delivery, Edition, Receipt, Recipient, Rendered, Snippet, Status
+from pipeline.models import Delivery, Edition, Post, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 from pipeline.preview import render_post
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate, list_headers
-from pipeline.render.social import snippet, thread
 from pipeline.store import events
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
@@ -58,9 +58,9 @@ class ChannelReport:
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, what: str, error: str | None = None) -> None:
+    def add(self, what: str, error: str | None = None, *, count: int = 1) -> None:
         with self._lock:
-            setattr(self, what, getattr(self, what) + 1)
+            setattr(self, what, getattr(self, what) + count)
             if error and len(self.errors) < 20:
                 self.errors.append(error)
 
@@ -75,9 +75,25 @@ def publish(config: Config, *, slugs: Sequence[str] = (), channels: Sequence[str
     now = now or datetime.now(UTC)
     loaded = load_all(config, now=now)
     posts = select_posts(loaded.posts, slugs, now)
+    names = list(channels or config.channels)
+    if all(_email_only(config, name) for name in names):
+        # An email edition is all these channels send: each is rendered here, before anything is
+        # sent (a post that cannot be rendered stops the run first, as below), and no network's
+        # snippets are (twitter-text alone takes a second to load).
+        editions = {(name, p.slug): render_edition(p, config, channel=name) for p in posts for name in names}
+        return [publish_rendered(config, posts, name, dry_run=dry_run, now=now, progress=progress,
+                                 stop=stop, editions=editions) for name in names]
     rendered = [render_post(p, config) for p in posts]
     return [publish_rendered(config, rendered, name, dry_run=dry_run, now=now, progress=progress,
-                             stop=stop) for name in (channels or list(config.channels))]
+                             stop=stop) for name in names]
+
+
+def _email_only(config: Config, name: str) -> bool:
+    """Whether the channel `name` sends email and nothing else (False when it is not a valid
+    channel: building it reports that)."""
+    entry = config.channels.get(name)
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    return isinstance(kind, str) and kind in CHANNELS and CHANNELS[kind].kinds == frozenset({"email"})
 
 
 def retry(config: Config, *, failed: bool = False, unknown: bool = False, channels: Sequence[str] = (),
@@ -104,12 +120,15 @@ def retry(config: Config, *, failed: bool = False, unknown: bool = False, channe
     return reports
 
 
-def publish_rendered(config: Config, rendered: Sequence[Rendered], name: str, *, dry_run: bool,
+def publish_rendered(config: Config, rendered: Sequence[Rendered | Post], name: str, *, dry_run: bool,
                      now: datetime, progress: Progress | None = None,
-                     stop: threading.Event | None = None) -> ChannelReport:
+                     stop: threading.Event | None = None,
+                     editions: dict[tuple[str, str], Edition] | None = None) -> ChannelReport:
     """Push rendered posts through the channel `name`. A channel that fails is reported, never
-    raised: one channel failing never stops the others."""
-    report = ChannelReport(channel=name, editions=[r.post.slug for r in rendered])
+    raised: one channel failing never stops the others. A bare Post is rendered when the channel
+    needs more than its email edition; `editions`: (channel, slug) -> the edition already
+    rendered for that channel."""
+    report = ChannelReport(channel=name, editions=[_post(r).slug for r in rendered])
     try:
         channel = build_channel(config, name, dry_run=dry_run)
     except PipelineError as exc:
@@ -117,9 +136,10 @@ def publish_rendered(config: Config, rendered: Sequence[Rendered], name: str, *,
         return report
     ledger = Ledger(engine_for(config))
     try:
-        report.resent = ledger.recover(name, rule=channel.crash_rule, dry_run=dry_run)
+        report.resent = _recover(channel, ledger, dry_run=dry_run)
         for item in rendered:
-            deliveries = _plan(config, channel, item, ledger, report, dry_run=dry_run, now=now)
+            deliveries = _plan(config, channel, item, ledger, report, dry_run=dry_run, now=now,
+                               edition=(editions or {}).get((name, _post(item).slug)))
             _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event(),
                       bounces=config.bounces)
             if report.error:
@@ -146,14 +166,15 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
         return report
     ledger = Ledger(engine_for(config))
     try:
-        report.resent = ledger.recover(name, rule=channel.crash_rule, dry_run=dry_run)
+        report.resent = _recover(channel, ledger, dry_run=dry_run)
         report.already_sent = ledger.edition_counts(channel=name, edition=edition.key,
                                                     dry_run=dry_run).get(Status.SENT, 0)
         ledger.plan_recipients(channel=name, edition=edition.key, dry_run=dry_run,
                                key_prefix=key_prefix(name, edition.key, dry_run=dry_run))
         report.total = ledger.edition_counts(channel=name, edition=edition.key,
                                              dry_run=dry_run).get(Status.PENDING, 0)
-        deliveries = _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
+        deliveries = _emails(config, channel, edition, ledger, dry_run=dry_run, now=now,
+                             unfilled=getattr(channel, "fills", False))
         _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event(),
                   bounces=config.bounces)
     finally:
@@ -162,34 +183,56 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
     return report
 
 
-def _plan(config: Config, channel: Channel, item: Rendered, ledger: Ledger, report: ChannelReport,
-          *, dry_run: bool, now: datetime) -> Iterator[Delivery]:
-    """Planned rows in the ledger, then the deliveries still due, streamed."""
-    slug = item.post.slug
+def _recover(channel: Channel, ledger: Ledger, *, dry_run: bool) -> int:
+    """Resolve what an earlier run left `sending` (with its send journal's evidence, when the
+    channel keeps one); how many rows are resent."""
+    evidence = getattr(channel, "crash_evidence", lambda: None)()
+    resent = ledger.recover(channel.name, rule=channel.crash_rule, dry_run=dry_run, evidence=evidence)
+    if evidence is not None:
+        channel.forget_crashes()  # type: ignore[attr-defined]
+    return resent
+
+
+def _post(item: Rendered | Post) -> Post:
+    return item.post if isinstance(item, Rendered) else item
+
+
+def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledger, report: ChannelReport,
+          *, dry_run: bool, now: datetime, edition: Edition | None = None) -> Iterator[Delivery | Email]:
+    """Planned rows in the ledger, then the deliveries still due, streamed. `edition`: the
+    email edition for this channel, when it is already rendered."""
+    post = _post(item)
+    slug = post.slug
+    if "email" in channel.kinds and edition is None:      # rendered before anything is planned
+        edition = render_edition(post, config, channel=channel.name)
+    if channel.kinds - {"email"} and not isinstance(item, Rendered):
+        item = render_post(post, config)
     before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
+    planned = 0         # new rows, all pending: the count after planning without a second scan
     if "email" in channel.kinds:
         topics = tuple(config.subscribe.topics)
-        about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in item.post.tags})
-        ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
-                               key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
-                               topics=topics, about=about)
+        about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in post.tags})
+        planned += ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
+                                          key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
+                                          topics=topics, about=about)
     # Each network's parts are rendered once for this channel: planned here, sent below.
     by_network = ({n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
-                  if "social" in channel.kinds else {})
+                  if "social" in channel.kinds and isinstance(item, Rendered) else {})
     for network, numbered in by_network.items():
         for part in numbered:
-            ledger.plan(key=social_key(channel.name, slug, network, part, dry_run=dry_run),
-                        channel=channel.name, edition=slug, kind="social", network=network,
-                        part=part, dry_run=dry_run)
+            planned += ledger.plan(key=social_key(channel.name, slug, network, part, dry_run=dry_run),
+                                   channel=channel.name, edition=slug, kind="social", network=network,
+                                   part=part, dry_run=dry_run)
     if "article" in channel.kinds:
-        ledger.plan(key=article_key(channel.name, slug, dry_run=dry_run), channel=channel.name,
-                    edition=slug, kind="article", dry_run=dry_run)
-    counts = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
+        planned += ledger.plan(key=article_key(channel.name, slug, dry_run=dry_run), channel=channel.name,
+                               edition=slug, kind="article", dry_run=dry_run)
     report.already_sent += before.get(Status.SENT, 0)
-    report.total += counts.get(Status.PENDING, 0)
-    if "email" in channel.kinds:
-        edition = render_edition(item.post, config, channel=channel.name)
-        yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now)
+    report.total += before.get(Status.PENDING, 0) + planned
+    if edition is not None:
+        yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now,
+                           unfilled=getattr(channel, "fills", False))
+    if not isinstance(item, Rendered):
+        return
     rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
     for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):   # thread parts in order
         parts = by_network.get(row.network or "", {}) if row.kind == "social" else {}
@@ -205,6 +248,8 @@ def _numbered_parts(config: Config, channel: Channel, item: Rendered,
                     network: str) -> list[tuple[int, Snippet]]:
     """(part number, snippet): 0 for a single post, 1..n for the parts of a thread. Rendered
     again for this channel, so that its links carry `utm_source=<channel>`."""
+    from pipeline.render.social import snippet, thread  # a channel of email alone never loads it
+
     if network not in item.snippets:
         return []
     post = item.post
@@ -219,9 +264,9 @@ def _networks(channel: Channel, item: Rendered) -> list[str]:
 
 
 def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, *, dry_run: bool,
-            now: datetime) -> Iterator[Delivery]:
+            now: datetime, unfilled: bool = False) -> Iterator[Delivery | Email]:
     """Email deliveries for the pending recipients: the edition compiled and serialized once,
-    each message filled in for its recipient."""
+    each message filled in for its recipient; `unfilled`: left to the channel's workers."""
     sender = getattr(channel, "sender", config.sender)
     template = MessageTemplate(edition, sender=sender, domain=sender_domain(sender, config), date=now,
                                reply_to=getattr(channel, "reply_to", config.email.reply_to),
@@ -232,17 +277,18 @@ def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, 
     # The envelope sender is where bounces go: the bounce mailbox when there is one, with VERP an
     # address per recipient and edition (a bounce then names both, however unreadable its report).
     bounce_address = config.bounces.address
+    per_recipient = bool(bounce_address and config.bounces.verp)
+    common = bounce_address or envelope_address(sender)
     for key, recipient in ledger.pending_recipients(channel=channel.name, edition=edition.key,
                                                     dry_run=dry_run):
         values = _values(config, recipient, token(recipient.uid, recipient.email, secret))
-        envelope_from = (verp.envelope(bounce_address, recipient.uid, edition.key)
-                         if bounce_address and config.bounces.verp
-                         else bounce_address or envelope_address(sender))
-        yield Delivery(key=key, channel=channel.name, edition=edition.key, kind="email",
-                       recipient=recipient.email, envelope_from=envelope_from,
-                       message=template.render(to=recipient.email, values=values,
-                                               list_unsubscribe=_list_unsubscribe(
-                                                   config, values["unsubscribe_url"], recipient)))
+        email = Email(key=key, channel=channel.name, edition=edition.key, recipient=recipient.email,
+                       envelope_from=(verp.envelope(bounce_address, recipient.uid, edition.key)
+                                      if per_recipient else common),
+                       values=values,
+                       list_unsubscribe=_list_unsubscribe(config, values["unsubscribe_url"], recipient),
+                       template=template)
+        yield email if unfilled else email.delivery()
 
 
 def _values(config: Config, recipient: Recipient, tok: str) -> dict[str, str]:
@@ -265,12 +311,23 @@ def sender_domain(sender: str, config: Config) -> str:
     return envelope_address(sender).rpartition("@")[2] or config.site.host
 
 
-def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, report: ChannelReport,
-              progress: Progress | None, stop: threading.Event, *, bounces: BounceSettings) -> None:
+def _send_all(channel: Channel, deliveries: Iterator[Delivery | Email], ledger: Ledger,
+              report: ChannelReport, progress: Progress | None, stop: threading.Event, *,
+              bounces: BounceSettings) -> None:
     """Send with `channel.concurrency` worker threads fed through a small queue: deliveries are
-    built only a little ahead of the sends, so memory stays flat however many there are.
-    `bounces`: when refused recipients count as bounced."""
-    work: queue.Queue[Delivery | None] = queue.Queue(maxsize=channel.concurrency * 4)
+    built only a little ahead of the sends, so memory stays flat however many there are. A
+    channel whose worker processes fill in the messages (`channel.fills`: SMTP) gets `Email`s
+    and is driven by a `Pump` instead, from this thread. `bounces`: when refused recipients count
+    as bounced."""
+    if getattr(channel, "fills", False):
+        def record_failure(delivery: Delivery, exc: ChannelError, halt: threading.Event) -> None:
+            _record_failure(channel, delivery, ledger, report, exc, halt, bounces)
+
+        Pump(channel, channel.workers(), ledger, report, stop,  # type: ignore[attr-defined]
+             tick=_Ticker(progress, report), retrying=_retrying(channel), retryable=_retryable,
+             record_failure=record_failure).run(deliveries)  # type: ignore[arg-type]
+        return
+    work: queue.Queue[Delivery | Email | None] = queue.Queue(maxsize=channel.concurrency * 4)
     fatal = threading.Event()
     tick = _Ticker(progress, report)
     retrying = _retrying(channel)
@@ -278,6 +335,8 @@ def _send_all(channel: Channel, deliveries: Iterator[Delivery], ledger: Ledger, 
     def worker() -> None:
         while (delivery := work.get()) is not None:
             if not fatal.is_set():
+                if isinstance(delivery, Email):
+                    delivery = delivery.delivery()
                 _deliver(channel, delivery, ledger, report, fatal, retrying, bounces)
                 tick()
 

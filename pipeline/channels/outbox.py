@@ -4,16 +4,18 @@ file, cross-posts as Markdown files. The default channel, and what `--dry-run` s
 from __future__ import annotations
 
 import json
-import mailbox
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pipeline.channels.base import ChannelSettings
 from pipeline.config import Config
 from pipeline.models import Delivery, Receipt
+
+if TYPE_CHECKING:
+    import mailbox
 
 DEFAULT_PATH = "out/outbox"
 
@@ -59,6 +61,9 @@ class Outbox:
 
     def _mail(self, delivery: Delivery) -> Receipt:
         if self._maildir is None:
+            # Imported here: `check` validates this channel's settings and writes no mail.
+            import mailbox
+
             (self.folder / "mail").parent.mkdir(parents=True, exist_ok=True)
             self._maildir = mailbox.Maildir(self.folder / "mail", create=True)
         assert delivery.message is not None

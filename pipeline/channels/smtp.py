@@ -2,8 +2,12 @@
 `connections` reused connections, an optional rate cap, optional DKIM signing.
 
 Each connection lives in a worker process of its own by default (`processes: true`): the
-protocol's CPU work then runs beside the publisher's instead of competing for one interpreter,
-which is what lets a publish keep up with a bare SMTP client.
+protocol's CPU work, and filling each message in for its recipient, then run beside the
+publisher's instead of competing for one interpreter, which is what lets a publish keep up with
+a bare SMTP client. A publisher drives them all from one thread (`workers()`: it queues
+messages to fill in on each and reads the answers in order, keeping a send journal
+(`smtp_journal`) so that a crash still resends at most the message each was sending); `send`
+is the blocking form, one connection per calling thread.
 
 Error rules: a 4xx reply is temporary (retryable); a 5xx reply to one recipient fails that
 recipient only; a refusal at RCPT or after the end-of-data dot carries its reply code and enhanced
@@ -21,21 +25,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
+import marshal
+import os
 import subprocess
 import sys
 import threading
 import time
-from typing import Annotated, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
 from pipeline.bounces.classify import enhanced_code
 from pipeline.channels.base import ChannelSettings
-from pipeline.channels.smtp_session import Session, SessionSettings, envelope_address, read_frame, write_frame
+from pipeline.channels.smtp_session import Outcome, Session, SessionSettings, envelope_address
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.fields import email_address
 from pipeline.models import Delivery, Receipt
+
+if TYPE_CHECKING:
+    from pipeline.channels.smtp_journal import Journal
+    from pipeline.render.personalize import MessageParts
+    from pipeline.store.ledger import Evidence
+
+log = logging.getLogger(__name__)
+# Messages a worker is kept ahead when a journal tells the ones on the wire from the others: enough
+# that it never waits for the publisher, few enough that a stop leaves little claimed.
+QUEUE = 8
 
 
 class SmtpSettings(ChannelSettings):
@@ -77,14 +95,20 @@ class RateLimit:
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
+        """Wait for the next slot."""
+        wait = self.reserve()
+        if wait > 0:
+            time.sleep(wait)
+
+    def reserve(self) -> float:
+        """Take the next slot without waiting for it: the seconds until it comes (0: now)."""
         if not self.interval:
-            return
+            return 0.0
         with self._lock:
             now = time.monotonic()
             at = max(now, self._next)
             self._next = at + self.interval
-        if at > now:
-            time.sleep(at - now)
+        return at - now
 
 
 class Smtp:
@@ -97,6 +121,7 @@ class Smtp:
         self.name = name
         self.settings = settings
         self.concurrency = settings.connections
+        self.depth = 1                  # messages a worker is kept ahead (more with a journal)
         self.sender = settings.from_ or config.sender
         self.reply_to = settings.reply_to or config.email.reply_to
         dkim = settings.dkim
@@ -109,19 +134,78 @@ class Smtp:
             local_hostname=settings.local_hostname, pipelining=settings.pipelining, channel=name,
             dkim=(dkim.domain, dkim.selector, dkim.private_key.get_secret_value()) if dkim else None)
         self.limit = RateLimit(settings.rate)
+        self._where = self.session.where
+        self._envelope_from = envelope_address(self.sender)
         self._local = threading.local()
-        self._all: list[Session | _Worker] = []
+        self._all: list[Session | Worker] = []
+        self._pool: list[Worker] = []
         self._lock = threading.Lock()
+        self._journals = _journal_root(config)
+        self.journal: Journal | None = None
+        self._recovered: list[Path] = []
 
     def send(self, delivery: Delivery) -> Receipt:
         assert delivery.message is not None and delivery.recipient
         self.limit.acquire()
-        outcome = self._session().send(delivery.envelope_from or envelope_address(self.sender),
-                                       delivery.recipient, delivery.message)
+        outcome = self._session().send(self.envelope_from(delivery), delivery.recipient, delivery.message)
+        return self.receipt(delivery.key, outcome, message=delivery.message)
+
+    @property
+    def fills(self) -> bool:
+        """Whether a publisher hands this channel's `workers()` messages to fill in (from the
+        edition's `MessageParts`) rather than messages: with worker processes, it does."""
+        return self.settings.processes
+
+    def envelope_from(self, delivery: Delivery) -> str:
+        """The delivery's envelope sender: its own (the bounce address), else the From address."""
+        return delivery.envelope_from or self._envelope_from
+
+    def workers(self) -> list[Worker] | None:
+        """One worker process per connection, all started now (and kept until `close`), for a
+        publisher that drives them from one thread; None with `processes: false`. With a send
+        journal (a SQLite state: beside its file), each worker is kept `depth` messages ahead."""
+        if not self.settings.processes:
+            return None
+        with self._lock:
+            if not self._pool:
+                if self._journals is not None:
+                    from pipeline.channels.smtp_journal import Journal
+
+                    try:
+                        self.journal = Journal(self._journals, self.name)
+                    except OSError as exc:
+                        log.warning("%s: no send journal in %s (%s); sending one message per "
+                                    "connection at a time", self.name, self._journals, exc.strerror or exc)
+                journal = self.journal
+                self._pool = [Worker(self.session, journal=journal.worker_path(i) if journal else None)
+                              for i in range(self.concurrency)]
+                self._all.extend(self._pool)
+                self.depth = QUEUE if journal else 1
+            return list(self._pool)
+
+    def crash_evidence(self) -> Evidence | None:
+        """What the send journals of this channel's crashed runs say (None: there are none);
+        `forget_crashes` once the ledger took it in."""
+        if self._journals is None or not self._journals.is_dir():
+            return None
+        from pipeline.channels.smtp_journal import evidence
+
+        found, self._recovered = evidence(self._journals, self.name)
+        return found if self._recovered else None
+
+    def forget_crashes(self) -> None:
+        from pipeline.channels.smtp_journal import discard
+
+        discard(self._recovered)
+        self._recovered = []
+
+    def receipt(self, key: str, outcome: Outcome, *, message: bytes | None = None) -> Receipt:
+        """A session's outcome for the message of `key`: its Receipt (the Message-ID the worker
+        gave, else `message`'s), or the ChannelError it is."""
         kind, text = outcome[0], outcome[1]
         if kind == "ok":
-            return Receipt(key=delivery.key, remote_id=_message_id(delivery.message),
-                           detail=f"{self.session.where}: {text}")
+            remote_id = outcome[2] if len(outcome) > 2 and outcome[2] else _message_id(message or b"")
+            return Receipt(key=key, remote_id=remote_id, detail=f"{self._where}: {text}")
         if kind == "fatal":
             raise ChannelError(text, retryable=False, fatal=True)
         if kind == "lost":
@@ -131,11 +215,11 @@ class Smtp:
         reply_code, status = _bounce(outcome[3])
         raise ChannelError(text, retryable=bool(outcome[2]), reply_code=reply_code, status=status)
 
-    def _session(self) -> Session | _Worker:
+    def _session(self) -> Session | Worker:
         """This thread's connection (in a worker process, or in this one)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = _Worker(self.session) if self.settings.processes else Session(self.session)
+            session = Worker(self.session) if self.settings.processes else Session(self.session)
             self._local.session = session
             with self._lock:
                 self._all.append(session)
@@ -143,41 +227,150 @@ class Smtp:
 
     def close(self) -> None:
         with self._lock:
-            sessions, self._all = self._all, []
+            sessions, self._all, self._pool = self._all, [], []
+            journal, self.journal = self.journal, None
+        for session in sessions:        # every worker told first: they end side by side
+            if isinstance(session, Worker):
+                session.finish()
         for session in sessions:
             session.close()
+        if journal is not None:
+            journal.close()
 
 
-class _Worker:
+class Worker:
     """A Session in a worker process (`python -m pipeline.channels.smtp_worker`), spoken to over
-    its stdin and stdout. The password travels in the first frame, never in argv or the env."""
+    its stdin and stdout in length-prefixed frames (`smtp_session.serve`). The password travels
+    in the first frame, never in argv or the env.
 
-    def __init__(self, settings: SessionSettings) -> None:
+    `send` is one message, waited for. A publisher with several workers queues messages
+    (`fill`, `submit`) and reads their outcomes, in order, with `collect` when `fileno()` is
+    readable. Raw file descriptors, not buffered streams: a buffer could hold a reply that
+    select() would then never report. Queued messages are small (the worker fills them in),
+    so the pipe never fills up with them."""
+
+    def __init__(self, settings: SessionSettings, *, journal: str | None = None) -> None:
         self.where = settings.where
         self.process = subprocess.Popen([sys.executable, "-m", "pipeline.channels.smtp_worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.stdin, self.stdout = self.process.stdin, self.process.stdout
-        write_frame(self.stdin, json.dumps(dataclasses.asdict(settings)).encode())
+        self._in, self._out = self.process.stdin.fileno(), self.process.stdout.fileno()
+        self._replies = bytearray()
+        self._gone = False
+        self._parts: MessageParts | None = None    # the edition parts this worker has
+        first = dataclasses.asdict(settings)
+        if journal:
+            first["journal"] = journal
+        settings_frame = json.dumps(first).encode()
+        self._write(len(settings_frame).to_bytes(4, "big"), settings_frame)
 
-    def send(self, sender: str, recipient: str, message: bytes) -> tuple[object, ...]:
+    def fileno(self) -> int:
+        return self._out
+
+    def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        """One message, sent and answered."""
+        if not self.submit(sender, recipient, message):
+            return self._ended()
+        while not (outcomes := self.collect()):
+            pass
+        return outcomes[0]
+
+    def submit(self, sender: str, recipient: str, message: bytes, *, key: str | None = None,
+               message_id: str | None = None) -> bool:
+        """Queue one message for the worker; False if it is gone. `key` and `message_id` go to
+        its journal."""
+        return self._frames(marshal.dumps((sender, recipient, key, message_id, None, None)), message)
+
+    def fill(self, sender: str, recipient: str, parts: MessageParts, values: dict[str, str],
+             list_unsubscribe: str | None, *, key: str) -> bool:
+        """Queue a message the worker fills in from `parts` (sent to it first if they are not
+        the ones it has); False if it is gone."""
+        if parts is not self._parts:
+            if not self._frames(marshal.dumps(("T",)), parts.wire()):
+                return False
+            self._parts = parts
+        return self._frames(marshal.dumps((sender, recipient, key, None, values, list_unsubscribe)), b"")
+
+    def _frames(self, header: bytes, payload: bytes) -> bool:
+        head = len(header).to_bytes(4, "big") + header + len(payload).to_bytes(4, "big")
+        return self._write(head + payload) if len(payload) < 4096 else self._write(head, payload)
+
+    def collect(self) -> list[Outcome]:
+        """Read what the worker wrote (blocks until it writes something): the outcomes whose
+        whole frame is in, in the order of the messages; the worker's end, once it is gone."""
+        if not self._gone:
+            try:
+                data = os.read(self._out, 65536)
+            except OSError:
+                data = b""
+            self._replies += data
+            self._gone = not data
+        outcomes: list[Outcome] = []
+        start = 0
+        while len(self._replies) - start >= 4:
+            end = start + 4 + int.from_bytes(self._replies[start:start + 4], "big")
+            if len(self._replies) < end:
+                break
+            frame = bytes(self._replies[start + 4:end])
+            if frame[:1] == b"+":            # ("ok", reply, Message-ID)
+                message_id, _, reply = frame[1:].decode().partition("\n")
+                outcomes.append(("ok", reply, message_id))
+            else:
+                outcomes.append(tuple(json.loads(frame)))
+            start = end
+        del self._replies[:start]
+        if self._gone and not outcomes:
+            outcomes.append(self._ended())
+        return outcomes
+
+    def _write(self, *parts: bytes) -> bool:
+        """Write every byte of `parts`; False if the worker is gone."""
         try:
-            write_frame(self.stdin, json.dumps([sender, recipient]).encode())
-            write_frame(self.stdin, message)
-            reply = read_frame(self.stdout)
+            for part in parts:
+                view = memoryview(part)
+                while view and not self._gone:
+                    view = view[os.write(self._in, view):]
         except OSError:
-            reply = None
-        if reply is None:
-            return ("fatal", f"{self.where}: the SMTP worker process ended unexpectedly")
-        return tuple(json.loads(reply))
+            self._gone = True
+        return not self._gone
+
+    def _ended(self) -> Outcome:
+        return ("fatal", f"{self.where}: the SMTP worker process ended unexpectedly")
+
+    def abandon(self) -> None:
+        """End the worker now, whatever it was sending or has queued (a publish interrupted)."""
+        with contextlib.suppress(OSError):
+            self.process.kill()
+
+    def finish(self) -> None:
+        """No more messages: the worker sends what it has, then ends."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()    # type: ignore[union-attr]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.stdin.close()
+        self.finish()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdout.close()   # type: ignore[union-attr]
+
+
+def _journal_root(config: Config) -> Path | None:
+    """Where send journals go: beside a SQLite state file (`state/pipeline.sends/`); None for a
+    database elsewhere (then each connection has one message at a time)."""
+    state = config.state
+    if state.startswith("sqlite:///"):
+        path = Path(state.removeprefix("sqlite:///"))
+    elif "://" in state:
+        return None
+    else:
+        path = config.path(state)
+    if not path.name or path.name == ":memory:":
+        return None
+    return path.with_name(path.stem + ".sends")
 
 
 # The stages whose refusal is about the recipient: RCPT, and the reply after the end-of-data dot

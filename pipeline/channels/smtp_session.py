@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import marshal
+import os
 import re
 import signal
 import smtplib
@@ -191,28 +193,189 @@ class Session:
                 conn.close()
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """A worker process (`python -m pipeline.channels.smtp_worker`): settings, then messages
-    arrive as length-prefixed frames on stdin; each outcome goes back as a frame on stdout. Ends
-    when stdin closes (the publisher finished, or was killed: then at most the one message in
-    hand was in flight)."""
+def serve(stdin: int, stdout: int) -> None:
+    """A worker process (`python -m pipeline.channels.smtp_worker`), on the file descriptors of
+    its standard input and output. Frames arrive on stdin, length-prefixed: the settings (JSON),
+    then pairs of a header and a payload. Headers are `marshal`ed tuples (the publisher runs this
+    same interpreter: a tenth of JSON's cost, per message): `("T",)` brings an edition's
+    `MessageParts` (`personalize.MessageParts.wire`); `(sender, recipient, key, message_id,
+    values, list_unsubscribe)` a message: with `values`, the parts filled in for the recipient
+    (the payload is empty), else the payload itself. The publisher may queue several. Each
+    outcome goes back as a frame on stdout, in order: `+`, the Message-ID, a newline and the
+    reply for a message the server took, else the outcome as JSON; a few at a time while more
+    messages are queued, all of them before this process waits for more.
+
+    With a `journal` path among the settings, an `S` line goes there before a message goes on
+    the wire, then a `D` line once the server said 250 or an `F` line once it surely does not
+    have the message (`smtp_journal` reads them after a crash); a message's last line goes out
+    with the next one's `S`, or before this process waits. Ends when stdin closes, and sends
+    nothing more once the publisher is gone (killed: this process is no longer its child), so
+    that a crash leaves at most the one message in hand on the wire. After an outcome that stops
+    the channel (cannot connect, log in, start TLS), every message gets it without a try."""
     # Ctrl-C reaches the whole process group: the publisher decides when to stop, and this
     # process finishes the message in hand, then ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Every outcome goes back in a frame and the publisher logs it: nothing on this stderr.
     logging.getLogger().addHandler(logging.NullHandler())
-    first = _read_frame(stdin)
+    publisher = os.getppid()
+    frames = _Frames(stdin)
+    first = frames.next()
     if first is None:
         return
     fields = json.loads(first)
+    journal_path = fields.pop("journal", None)
     fields["dkim"] = tuple(fields["dkim"]) if fields.get("dkim") else None
     session = Session(SessionSettings(**fields))
+    out = _Output(stdout, journal_path)
+    parts = None
+    stopped: Outcome | None = None
     try:
-        while (header := _read_frame(stdin)) is not None and (message := _read_frame(stdin)) is not None:
-            sender, recipient = json.loads(header)
-            write_frame(stdout, json.dumps(session.send(sender, recipient, message)).encode())
+        while True:
+            if not frames.pair_ready() and not out.flush():
+                return                      # the publisher is gone (the journal has the outcomes)
+            if (header := frames.next()) is None or (payload := frames.next()) is None:
+                return
+            if os.getppid() != publisher:
+                return
+            fields = marshal.loads(header)
+            if fields == ("T",):
+                from pipeline.render.personalize import MessageParts
+
+                parts = MessageParts.from_wire(payload)
+                continue
+            if stopped:
+                outcome, message_id = stopped, None
+            else:
+                outcome, message_id = _deliver(session, out, parts, fields, payload)
+                if outcome[0] == "fatal":
+                    stopped = outcome
+            if not out.reply(f"+{message_id or ''}\n{outcome[1]}".encode() if outcome[0] == "ok"
+                             else json.dumps(outcome).encode()):
+                return
     finally:
+        out.flush()
+        out.close()
         session.close()
+
+
+class _Frames:
+    """Length-prefixed frames from a file descriptor, read in large chunks: `pair_ready` says
+    whether the next header and payload are already in, so that nothing waits on them."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer, self.start, self.eof = fd, bytearray(), 0, False
+
+    def _end(self, at: int) -> int | None:
+        """Where the frame starting at `at` ends, if it is all in."""
+        if len(self.buffer) - at < 4:
+            return None
+        end = at + 4 + int.from_bytes(self.buffer[at:at + 4], "big")
+        return end if len(self.buffer) >= end else None
+
+    def pair_ready(self) -> bool:
+        first = self._end(self.start)
+        return first is not None and self._end(first) is not None
+
+    def next(self) -> bytes | None:
+        """The next frame, waiting for it; None at the end of the input."""
+        while (end := self._end(self.start)) is None:
+            if self.eof:
+                return None
+            chunk = os.read(self.fd, 1 << 16)
+            self.eof = not chunk
+            del self.buffer[:self.start]
+            self.start = 0
+            self.buffer += chunk
+        frame = bytes(self.buffer[self.start + 4:end])
+        self.start = end
+        return frame
+
+
+class _Output:
+    """The replies to the publisher and the journal's lines, held briefly and written in few
+    system calls: a line that must be written before a message goes on the wire is written
+    then (`journal(..., now=True)`), replies a few at a time (`REPLIES`) or when `flush`ed."""
+
+    REPLIES = 4
+
+    def __init__(self, stdout: int, journal: str | None) -> None:
+        self.stdout, self.journal_path = stdout, journal
+        self.journal_fd = (os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                           if journal else None)
+        self.replies: list[bytes] = []
+        self.lines = b""
+
+    def journal(self, line: bytes, *, now: bool = False) -> None:
+        """Add a line; with `now`, write the lines held (OSError if that fails)."""
+        if self.journal_fd is None:
+            return
+        self.lines += line
+        if now:
+            lines, self.lines = self.lines, b""
+            _write_all(self.journal_fd, lines)
+
+    def reply(self, frame: bytes) -> bool:
+        """Queue a reply; False if the publisher is gone."""
+        self.replies.append(len(frame).to_bytes(4, "big") + frame)
+        return len(self.replies) < self.REPLIES or self.flush()
+
+    def flush(self) -> bool:
+        """Write what is held, the journal first; False if the publisher is gone."""
+        if self.lines and self.journal_fd is not None:
+            lines, self.lines = self.lines, b""
+            with contextlib.suppress(OSError):      # a lost line only means a resend after a crash
+                _write_all(self.journal_fd, lines)
+        if self.replies:
+            data, self.replies = b"".join(self.replies), []
+            try:
+                _write_all(self.stdout, data)
+            except OSError:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.journal_fd is not None:
+            os.close(self.journal_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _deliver(session: Session, out: _Output, parts: Any, fields: tuple[Any, ...],
+             payload: bytes) -> tuple[Outcome, str | None]:
+    """One message of `serve` (its header `fields` and `payload`): filled in from `parts` when
+    it comes as values, sent, and journaled around the send. Its outcome and Message-ID."""
+    sender, recipient, key, message_id, values, list_unsubscribe = fields
+    if values is not None:
+        try:
+            from pipeline.render.personalize import message_id as make_id
+
+            message_id = message_id or make_id(parts.edition_key, recipient, parts.domain)
+            payload = parts.render(to=recipient, values=values, list_unsubscribe=list_unsubscribe,
+                                   mid=message_id)
+        except Exception as exc:     # a bug: this message fails, the others go on
+            return ("error", _text(f"cannot fill in the message to {recipient} ({type(exc).__name__}: "
+                                   f"{exc})"), False, None), message_id
+    quoted = json.dumps(key)
+    try:
+        out.journal(f'["S", {quoted}]\n'.encode(), now=True)      # before anything goes on the wire
+    except OSError as exc:           # not sent: without the line, a crash could not be told apart
+        return ("fatal", f"cannot write the send journal {out.journal_path} ({exc.strerror or exc}); "
+                         "check the free space and permissions of the state folder"), message_id
+    outcome = session.send(sender, recipient, payload)
+    if outcome[0] != "unknown":         # unknown: it may have arrived, as if still on the wire
+        out.journal(f'["D", {quoted}, {json.dumps(message_id)}]\n'.encode() if outcome[0] == "ok"
+                    else f'["F", {quoted}]\n'.encode())
+    return outcome, message_id
+
+
+def journal_line(kind: str, key: str | list[str], message_id: str | None = None) -> bytes:
+    """One line of a send journal: `C` keys claimed, `S` a key on the wire, `D` delivered (with
+    the Message-ID), `F` not delivered; JSON, so that no key can break a line."""
+    return (json.dumps([kind, key] if message_id is None else [kind, key, message_id]) + "\n").encode()
 
 
 def write_frame(stream: BinaryIO, data: bytes) -> None:

@@ -8,4 +8,4 @@ import sys
 from pipeline.channels.smtp_session import serve
 
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    serve(sys.stdin.fileno(), sys.stdout.fileno())

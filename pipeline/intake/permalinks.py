@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.intake.generators.common import PostFile, UrlProblem
-from pipeline.intake.site_config import GENERATORS, SiteConfig, SiteConfigError, read_site_config
-from pipeline.intake.slugs import url_path
 from pipeline.render.links import canonical_url
+
+# The generators' modules are imported only for a blog that names one (`site.generator`).
+if TYPE_CHECKING:
+    from pipeline.intake.site_config import SiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def derive(config: Config, *, slug: str, date: datetime, path: Path,
     """`post_url` with its notes: what a caller may show as warnings next to the post."""
     if config.site.generator == "none":
         return DerivedUrl(url=canonical_url(config.site, slug, date))
+    from pipeline.intake.generators.common import PostFile, UrlProblem
+    from pipeline.intake.site_config import GENERATORS
+    from pipeline.intake.slugs import url_path
+
     site = site_config(config)
     file, root = Path(os.path.abspath(path)), site.root
     if not file.is_relative_to(root):        # the same folder through a symbolic link, perhaps
@@ -81,6 +86,8 @@ def derive(config: Config, *, slug: str, date: datetime, path: Path,
 def site_config(config: Config) -> SiteConfig:
     """The blog's generator config (cached; see `site_config.read_site_config`). Raises
     ConfigError, one line naming the file, if it cannot be read (e.g. deleted since loading)."""
+    from pipeline.intake.site_config import SiteConfigError, read_site_config
+
     try:
         return read_site_config(config.site.generator, config.path(config.site.root),
                                 file=config.site.generator_config, shown_root=config.site.root)

@@ -12,8 +12,6 @@ import re
 import warnings
 from datetime import date, datetime, time
 
-from dateutil import parser as dateutil_parser
-
 DATE_FORMS = "YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS+HH:MM"
 # Jekyll needs `YYYY-MM-DD-title`; Pelican's default FILENAME_METADATA takes any `YYYY-MM-DD`
 # prefix (`2020-06-19_title.rst`). A digit right after it would be another number, not a date.
@@ -53,6 +51,9 @@ def parse_date(value: object) -> datetime | date:
 def _loose(text: str) -> datetime:
     """The forms dateutil reads, when year, month and day are all written (a bare "2024" or
     "June" is not a date) and, for a `Y-M-D` start, when they are the ones written."""
+    # Here, not at the top: most dates are ISO 8601, read without dateutil.
+    from dateutil import parser as dateutil_parser
+
     try:
         with warnings.catch_warnings():
             # A time zone name dateutil does not know (EST) would give a naive time that is

@@ -35,7 +35,6 @@ from pipeline.intake.permalinks import post_url
 from pipeline.intake.post_dates import DATE_FORMS, NotADate, name_date, parse_date
 from pipeline.intake.post_fields import map_fields
 from pipeline.intake.post_folder import POST_SUFFIXES, PostFile, scan
-from pipeline.intake.rst import RstError, read_rst
 from pipeline.intake.textfile import NotUtf8, read_utf8
 from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
@@ -223,6 +222,9 @@ def _read(path: Path, where: str) -> _Source:
     """The file's front matter and body, by its kind: reStructuredText, or Markdown/MDX."""
     text = _read_text(path, where)
     if path.suffix.lower() == ".rst":
+        # Here, not at the top: docutils takes a tenth of a second to import, and few blogs use it.
+        from pipeline.intake.rst import RstError, read_rst
+
         try:
             doc = read_rst(text)
         except RstError as exc:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config import Config
 from pipeline.intake.feed_settings import PostsSource
-from pipeline.intake.feeds import FeedReport, fetch_all
 from pipeline.intake.posts import LoadResult, load_posts
 from pipeline.models import Post, Problem, Severity
-from pipeline.store.feed_entries import ready_posts
+
+if TYPE_CHECKING:
+    from pipeline.intake.feeds import FeedReport
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def load_all(config: Config, *, now: datetime | None = None, local: LoadResult |
     taken = {p.slug: p.path for p in local.posts}
     posts: list[Post] = list(local.posts)
     problems: list[Problem] = list(local.problems)
-    for post in ready_posts(config, now=now):
+    for post in _feed_posts(config, now):
         if post.slug in taken:
             problems.append(Problem(where=post.path, severity=Severity.WARNING, message=(
                 f"slug {post.slug!r} is also the slug of {taken[post.slug]}; this entry is not sent")))
@@ -41,6 +43,16 @@ def load_all(config: Config, *, now: datetime | None = None, local: LoadResult |
     posts.sort(key=lambda p: (p.date, p.slug))
     problems += same_canonical_url(posts)
     return LoadResult(posts=tuple(posts), problems=tuple(problems))
+
+
+def _feed_posts(config: Config, now: datetime) -> list[Post]:
+    """The stored feed entries ready by `now`; without feeds, none, and the state database (and
+    its libraries, a fifth of a second to import) stays closed."""
+    if not config.feeds:
+        return []
+    from pipeline.store.feed_entries import ready_posts
+
+    return ready_posts(config, now=now)
 
 
 def same_canonical_url(posts: list[Post]) -> list[Problem]:
@@ -72,6 +84,8 @@ def refresh_feeds(config: Config, *, now: datetime | None = None) -> list[FeedRe
     logged and planning goes on with what is stored; returns the reports."""
     if not config.feeds:
         return []
+    from pipeline.intake.feeds import fetch_all
+
     reports = fetch_all(config, now=now)
     for report in reports:
         if report.failed:

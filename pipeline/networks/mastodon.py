@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from twitter_text import extract_urls_with_indices
-
 from pipeline.networks.base import graphemes, running_graphemes
 
 URL_PLACEHOLDER = "x" * 23
@@ -37,6 +35,9 @@ class Mastodon:
 
 
 def _urls_as_placeholders(text: str) -> str:
+    # Imported here: twitter-text builds its emoji regex on import (see networks/x.py).
+    from twitter_text import extract_urls_with_indices
+
     out, last = [], 0
     for entity in extract_urls_with_indices(text, extract_urls_without_protocol=False):
         start, end = entity["indices"]

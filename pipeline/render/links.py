@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
-from babel.dates import format_date
 from markupsafe import Markup, escape
 
 from pipeline.config import Config, Site
@@ -137,6 +136,9 @@ def private_host(url: str) -> str | None:
 def footer(post: Post, config: Config, href: str | None = None) -> Footer:
     """The footer sentence in HTML (linking `href`, the canonical URL by default) and in text
     (showing the canonical URL in full)."""
+    # Here, not at the top: loading posts (links are made absolute) needs no date formats.
+    from babel.dates import format_date
+
     date = format_date(post.date.date(), format=config.footer.date_format,
                        locale=config.site.locale)
     host = urlsplit(post.canonical_url).netloc

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import hashlib
-import html
 import re
 from datetime import datetime
 from email.message import EmailMessage
@@ -20,17 +18,12 @@ from pipeline.bounces.verp import edition_tag
 from pipeline.config import Config
 from pipeline.models import Edition
 from pipeline.render.email import one_line
-from pipeline.render.personalize import Fill
+from pipeline.render.personalize import Fill, MessageParts, header_address, message_id, qp
+
+__all__ = ["MessageTemplate", "build_message", "feedback_id", "list_headers", "list_host", "message_id"]
 
 HEADER_LINE = 78        # RFC 5322's recommended line length, which `Feedback-ID` is kept within
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def message_id(edition_key: str, recipient: str, domain: str) -> str:
-    """A Message-ID that is the same for the same (edition, recipient): a resend after a crash
-    is recognisably the same message."""
-    digest = hashlib.sha256(f"{edition_key}\0{recipient.lower()}".encode()).hexdigest()[:32]
-    return f"<{digest}@{domain}>"
 
 
 def list_headers(config: Config, edition_key: str) -> dict[str, str]:
@@ -72,7 +65,7 @@ def build_message(edition: Edition, *, sender: str, to: str, values: dict[str, s
     msg = EmailMessage(policy=SMTP)
     msg["Subject"] = one_line(subject_prefix + edition.subject)
     msg["From"] = one_line(sender)
-    msg["To"] = one_line(_header_address(to))
+    msg["To"] = one_line(header_address(to))
     if reply_to:
         msg["Reply-To"] = one_line(reply_to)
     msg["Date"] = format_datetime(date)
@@ -112,57 +105,26 @@ class MessageTemplate:
             static["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         for name, value in (extra_headers or {}).items():
             static[name] = one_line(value)
-        self._head = bytes(static).split(b"\r\n\r\n", 1)[0] + b"\r\n"
         part = ('--{b}\r\nContent-Type: text/{t}; charset="utf-8"\r\n'
                 'Content-Transfer-Encoding: quoted-printable\r\n\r\n')
-        self._type = f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode()
-        self._text = _QPFill(Fill.of(edition.text, escape=False))
-        self._html = _QPFill(Fill.of(edition.html, escape=True))
-        self._text_head = part.format(b=boundary, t="plain").encode()
-        self._html_head = ("\r\n" + part.format(b=boundary, t="html")).encode()
-        self._end = f"\r\n--{boundary}--\r\n".encode()
+        text_head = part.format(b=boundary, t="plain").encode()
+        html_head = ("\r\n" + part.format(b=boundary, t="html")).encode()
+        # Everything after the recipient's headers as one list of encoded pieces, with a slot
+        # (index, field, HTML-escaped) where each filled-in value goes.
+        body: list[bytes] = [f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode()]
+        slots: list[tuple[int, str, bool]] = []
+        for head, fill in ((text_head, Fill.of(edition.text, escape=False)),
+                           (html_head, Fill.of(edition.html, escape=True))):
+            pieces = [qp(p, soft_end=i < len(fill.fields)) for i, p in enumerate(fill.pieces)]
+            body += [head, pieces[0]]
+            for field, piece in zip(fill.fields, pieces[1:], strict=True):
+                slots.append((len(body), field, fill.escape))
+                body += [b"", piece]
+        body.append(f"\r\n--{boundary}--\r\n".encode())
+        self.parts = MessageParts(edition_key=edition.key, domain=domain,
+                                  head=bytes(static).split(b"\r\n\r\n", 1)[0] + b"\r\n",
+                                  body=tuple(body), slots=tuple(slots))
 
     def render(self, *, to: str, values: dict[str, str], list_unsubscribe: str | None = None) -> bytes:
         """The complete message for one recipient."""
-        head = [self._head, b"To: ", _header_address(to).encode("utf-8"), b"\r\nMessage-ID: ",
-                message_id(self.edition_key, to, self.domain).encode(), b"\r\n"]
-        if list_unsubscribe:
-            head += [b"List-Unsubscribe: ", list_unsubscribe.replace(", ", ",\r\n ").encode(), b"\r\n"]
-        return b"".join([*head, self._type, self._text_head, self._text(values), self._html_head,
-                         self._html(values), self._end])
-
-
-class _QPFill:
-    """A `Fill` whose literal pieces are quoted-printable encoded once."""
-
-    def __init__(self, fill: Fill) -> None:
-        self.fill = fill
-        self.pieces = [_qp(p, soft_end=i < len(fill.fields)) for i, p in enumerate(fill.pieces)]
-
-    def __call__(self, values: dict[str, str]) -> bytes:
-        out = [self.pieces[0]]
-        for field, piece in zip(self.fill.fields, self.pieces[1:], strict=True):
-            value = values[field]
-            out += [_qp(html.escape(value) if self.fill.escape else value, soft_end=True), piece]
-        return b"".join(out)
-
-
-def _qp(text: str, *, soft_end: bool) -> bytes:
-    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
-    encoded = encoded.replace(b"\n", b"\r\n")
-    if soft_end and encoded and not encoded.endswith(b"\r\n"):
-        encoded += b"=\r\n"
-    return encoded
-
-
-def _header_address(address: str) -> str:
-    """The address as a To: header carries it: an internationalized domain as its IDNA A-label,
-    so that a header with an ASCII local part stays ASCII and needs no SMTPUTF8; a non-ASCII local
-    part as UTF-8 (RFC 6532), which goes out only under SMTPUTF8 anyway."""
-    local, _, domain = address.rpartition("@")
-    if local.isascii() and not domain.isascii():
-        # IDNA 2008, as email-validator checked it. An address that fails here never went through
-        # validation; it is left as it is, and the SMTP session fails that one message.
-        with contextlib.suppress(idna.IDNAError):
-            return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
-    return address
+        return self.parts.render(to=to, values=values, list_unsubscribe=list_unsubscribe)

@@ -2,6 +2,9 @@
 
 The ledger, not the scheduler, prevents a double send: an entry that fires twice (a fall-back
 hour, a restart) sends each delivery once.
+
+What fires an entry (rendering, the channels, the bounce mailbox, APScheduler's scheduler) is
+imported where it is used: `pipeline schedule` and the preview page only plan.
 """
 
 from __future__ import annotations
@@ -13,29 +16,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, func
 from sqlalchemy import select as sql_select
 
-from pipeline.bounces.reader import read_for_run
 from pipeline.config import Config, load_config
 from pipeline.fields import EARLIEST
 from pipeline.intake.posts import LoadResult
 from pipeline.intake.sources import load_all, refresh_feeds
 from pipeline.models import Edition, Post, Severity, Status
 from pipeline.plan import publishable
-from pipeline.preview import render_post
-from pipeline.publish import ChannelReport, publish_edition, publish_rendered
-from pipeline.render.digest import render_digest
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 from pipeline.store.runs import acquire, claim_for_digest, digested, record_run
 from pipeline.store.schema import schedule_runs
 from pipeline.timetable.entries import Entry, fire_times, last_fire_within
+
+if TYPE_CHECKING:
+    from apscheduler.events import JobExecutionEvent
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from pipeline.publish import ChannelReport
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,13 @@ def select(entry: Entry, ready: list[Post], ledger: Ledger) -> list[Post]:
     return posts[:1] if entry.edition == "queue" else posts
 
 
-def waiting(entry: Entry, posts: list[Post], ledger: Ledger) -> list[Post]:
+class EditionCounts(Protocol):
+    """What `waiting` reads: a Ledger, or the preview page's cached tallies."""
+
+    def edition_counts(self, *, channel: str, edition: str, dry_run: bool = False) -> dict[str, int]: ...
+
+
+def waiting(entry: Entry, posts: list[Post], ledger: EditionCounts) -> list[Post]:
     """The posts not yet sent on every channel of `entry`, in the given order."""
     return [p for p in posts
             if not all(ledger.edition_counts(channel=c, edition=p.slug).get(Status.SENT, 0)
@@ -105,6 +113,9 @@ def run_entry(config: Config, entry: Entry, fire_time: datetime, *, now: datetim
               dry_run: bool = False, stop: threading.Event | None = None) -> list[ChannelReport]:
     """Do what `entry` does when it fires at `fire_time`. Safe to call twice for one fire (a
     fall-back hour fires twice): the ledger sends each delivery once."""
+    from pipeline.preview import render_post
+    from pipeline.publish import publish_rendered
+
     now = now or datetime.now(UTC)
     engine = engine_for(config)
     ready = publishable(load_all(config, now=now).posts, now)
@@ -126,6 +137,8 @@ def run_entry(config: Config, entry: Entry, fire_time: datetime, *, now: datetim
 
 def _digest(config: Config, entry: Entry, channel: str, fire_time: datetime, ready: list[Post], *,
             now: datetime, dry_run: bool, stop: threading.Event | None) -> ChannelReport:
+    from pipeline.publish import ChannelReport, publish_edition
+
     engine = engine_for(config)
     key = digest_key(config, entry, fire_time)
     fresh = digest_candidates(config, entry, channel, fire_time, ready)
@@ -147,6 +160,8 @@ def digest_edition(config: Config, entry: Entry, channel: str, fire_time: dateti
                    posts: list[Post]) -> Edition:
     """The digest `entry` sends on `channel` at `fire_time` with `posts` in it: it covers the time
     since the entry's last digest (or the week before its first)."""
+    from pipeline.render.digest import render_digest
+
     local = fire_time.astimezone(entry.zone(config.timezone))
     since = _last_digest(engine_for(config), entry.name, fire_time) or fire_time - timedelta(days=7)
     return render_digest(posts, config, key=digest_key(config, entry, fire_time),
@@ -200,6 +215,9 @@ def publish_due(config: Config, *, now: datetime | None = None, dry_run: bool = 
                 stop: threading.Event | None = None) -> list[ChannelReport]:
     """Posts whose `publish_at` has come go to their `channels:` (else `default_channels`); the
     ledger skips what already went. Drafts and posts dated in the future are never sent."""
+    from pipeline.preview import render_post
+    from pipeline.publish import publish_rendered
+
     now = now or datetime.now(UTC)
     reports: list[ChannelReport] = []
     for post in publishable(load_all(config, now=now).posts, now):
@@ -223,6 +241,8 @@ def run_once(config: Config, *, now: datetime | None = None, dry_run: bool = Fal
     """Fire every entry whose latest fire time is within its max_lateness and not yet run, and
     publish posts whose `publish_at` has come (for a system cron or a CI job). Returns the
     reports per entry that ran (`publish_at` under that name)."""
+    from pipeline.bounces.reader import read_for_run
+
     now = now or datetime.now(UTC)
     engine = engine_for(config)
     done: dict[str, list[ChannelReport]] = {}
@@ -256,6 +276,8 @@ _daemon_stop = threading.Event()
 
 def fire(config_path: str, name: str) -> None:
     """The job APScheduler runs (a module-level function, so its job store can keep it)."""
+    from pipeline.bounces.reader import read_for_run
+
     config = load_config(config_path)
     entry = next((e for e in config.schedule if e.name == name), None)
     if entry is None:
@@ -279,6 +301,11 @@ def run_daemon(config: Config, *, started: Callable[[], None] | None = None) -> 
     """`pipeline run`: the timetable in the foreground until SIGINT/SIGTERM. Jobs live in the
     state database, so runs missed while the daemon was down are run on restart when within
     `max_lateness` (once, coalesced) and otherwise reported as missed."""
+    from apscheduler.events import EVENT_JOB_MISSED
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     engine = engine_for(config)
     lock = acquire(engine)
     scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)},

@@ -1,18 +1,26 @@
 """Where each post stands on each channel: sent (from the ledger), scheduled (from `publish_at`
-and the timetable), or not scheduled. Read-only: nothing here sends or records anything."""
+and the timetable), or not scheduled. Read-only: nothing here sends or records anything.
+
+The ledger is read once per edition and channel, and a long-running page (the preview) keeps
+what it read until the state database changes (`LedgerCache`): an edition of a million rows
+costs one pass after each change, not several on every request.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Connection, Engine
+
 from pipeline.config import Config
 from pipeline.models import Post, Status
 from pipeline.plan import publishable
 from pipeline.store.engine import engine_for
-from pipeline.store.ledger import Ledger
+from pipeline.store.ledger import EditionTally, edition_tally
 from pipeline.store.runs import digest_of
 from pipeline.timetable.entries import fire_times
 from pipeline.timetable.schedule import digest_candidates, waiting
@@ -36,31 +44,113 @@ MAX_TURNS = 50      # a queue is looked ahead this many slots; a post further ba
 Turns = dict[tuple[str, str], tuple[dict[str, int], list[datetime]]]
 
 
+class Tallies:
+    """The ledger's word on editions, each (channel, edition) read once in one pass and then
+    remembered. It answers `edition_counts` and `last_sent` as a `Ledger` does, so the
+    timetable's `waiting` asks it too. Thread-safe."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str, bool], EditionTally] = {}
+
+    def tally(self, *, channel: str, edition: str, dry_run: bool = False) -> EditionTally:
+        """Counts per status and the latest send time of `edition` on `channel`."""
+        key = (channel, edition, dry_run)
+        # Held while reading: a second request for the same edition waits for the first's pass.
+        with self._lock:
+            if key not in self._known:
+                self._known[key] = edition_tally(self.engine, channel=channel, edition=edition,
+                                                 dry_run=dry_run)
+            return self._known[key]
+
+    def edition_counts(self, *, channel: str, edition: str, dry_run: bool = False) -> dict[str, int]:
+        """Status -> count, as `Ledger.edition_counts`."""
+        return self.tally(channel=channel, edition=edition, dry_run=dry_run).counts
+
+    def last_sent(self, *, channel: str, edition: str, dry_run: bool = False) -> datetime | None:
+        """When the latest delivery was sent, as `Ledger.last_sent`."""
+        return self.tally(channel=channel, edition=edition, dry_run=dry_run).last_sent
+
+
+class LedgerCache:
+    """`Tallies` kept while the state database is unchanged, for a page that answers many
+    requests. Thread-safe; `close()` lets go of the connection it keeps.
+
+    A SQLite database has changed when `PRAGMA data_version`, asked on a connection kept for
+    nothing else, has moved: SQLite moves it whenever another connection commits, in this
+    process or any other (a `pipeline publish` running beside the page), and reading it costs
+    no read of the data. The files' modification times and sizes can miss a commit made within
+    the same clock tick (coarse file-system clocks, a WAL that was reset to the same size), and
+    max(updated_at) would need an index or a pass over the table. Other databases have no such
+    cheap signal: there, tallies last one request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probe: Connection | None = None
+        self._tallies: Tallies | None = None
+        self._version: int | None = None
+
+    def tallies(self, engine: Engine) -> Tallies:
+        """Tallies for `engine`'s database as it is now: the kept ones if nothing was committed
+        since they were made (the version is read before any tally, so a commit during the
+        reads makes the next call read again)."""
+        with self._lock:
+            version = self._version_of(engine)
+            tallies = self._tallies
+            if tallies is None or tallies.engine is not engine or version is None or version != self._version:
+                tallies = Tallies(engine)
+                self._tallies, self._version = tallies, version
+            return tallies
+
+    def close(self) -> None:
+        """Close the kept connection (the next `tallies` opens another)."""
+        with self._lock:
+            self._drop_probe()
+
+    def _drop_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+        self._probe, self._version = None, None
+
+    def _version_of(self, engine: Engine) -> int | None:
+        """The data_version of a SQLite file's database; None for other databases."""
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        if not path or path == ":memory:":
+            return None      # one shared connection: data_version would not see its own writes
+        if self._probe is None or self._probe.engine is not engine:
+            self._drop_probe()
+            self._probe = engine.connect()
+        version = self._probe.exec_driver_sql("PRAGMA data_version").scalar()
+        self._probe.rollback()      # hold no read transaction: it would hide later commits
+        return int(version or 0)
+
+
 def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None,
-                only: Sequence[str] | None = None) -> dict[str, list[ChannelState]]:
+                only: Sequence[str] | None = None,
+                cache: LedgerCache | None = None) -> dict[str, list[ChannelState]]:
     """Slug -> the post's state on every configured channel, in config order. `posts` are all
-    the posts (a queue's order depends on them); `only`: the slugs wanted (default: all)."""
+    the posts (a queue's order depends on them); `only`: the slugs wanted (default: all).
+    `cache`: keeps what was read from the ledger until the database changes."""
     now = now or datetime.now(UTC)
     engine = engine_for(config)
     ready = [p for p in publishable(posts, now) if not _settling(p, now)]
-    ledger = Ledger(engine)
-    try:
-        digests = {c: digest_of(engine, c) for c in config.channels}
-        turns = _turns(config, ready, ledger, now)
-        zone = ZoneInfo(config.timezone)
-        return {p.slug: [_local(_state(config, p, c, turns, ledger, digests[c], now), zone)
-                         for c in config.channels]
-                for p in posts if only is None or p.slug in only}
-    finally:
-        ledger.close()
+    tallies = cache.tallies(engine) if cache is not None else Tallies(engine)
+    digests = {c: digest_of(engine, c) for c in config.channels}
+    turns = _turns(config, ready, tallies, now)
+    zone = ZoneInfo(config.timezone)
+    return {p.slug: [_local(_state(config, p, c, turns, tallies, digests[c], now), zone)
+                     for c in config.channels]
+            for p in posts if only is None or p.slug in only}
 
 
-def _turns(config: Config, ready: list[Post], ledger: Ledger, now: datetime) -> Turns:
+def _turns(config: Config, ready: list[Post], tallies: Tallies, now: datetime) -> Turns:
     """For every timetable entry and channel: which of its coming fires sends which post, worked
     out once for all posts (the ledger is asked once per post and entry, not once per pair)."""
     out: Turns = {}
     for entry in config.schedule:
-        waiting_slugs = [p.slug for p in waiting(entry, ready, ledger)] if entry.edition != "digest" else []
+        waiting_slugs = [p.slug for p in waiting(entry, ready, tallies)] if entry.edition != "digest" else []
         for channel in entry.channels:
             if entry.edition == "digest":
                 order = {s: 0 for s in digest_candidates(config, entry, channel, now, ready)}
@@ -84,11 +174,11 @@ def _local(state: ChannelState, zone: ZoneInfo) -> ChannelState:
     return replace(state, at=state.at.astimezone(zone)) if state.at else state
 
 
-def _state(config: Config, post: Post, channel: str, turns: Turns, ledger: Ledger,
+def _state(config: Config, post: Post, channel: str, turns: Turns, tallies: Tallies,
            digests: dict[str, str], now: datetime) -> ChannelState:
-    recorded = _recorded(ledger, channel, post.slug)
+    recorded = _recorded(tallies, channel, post.slug)
     if recorded is None and post.slug in digests:
-        recorded = (_recorded(ledger, channel, digests[post.slug], via=f"in {digests[post.slug]}")
+        recorded = (_recorded(tallies, channel, digests[post.slug], via=f"in {digests[post.slug]}")
                     or ChannelState(channel=channel, state="in digest",
                                     detail=f"{digests[post.slug]}, which had no recipients"))
     if recorded is not None:
@@ -104,9 +194,10 @@ def _state(config: Config, post: Post, channel: str, turns: Turns, ledger: Ledge
             or ChannelState(channel=channel, state="not scheduled"))
 
 
-def _recorded(ledger: Ledger, channel: str, edition: str, via: str = "") -> ChannelState | None:
+def _recorded(tallies: Tallies, channel: str, edition: str, via: str = "") -> ChannelState | None:
     """The ledger's word on `edition` (a post, or the digest that carries it) on `channel`."""
-    counts = ledger.edition_counts(channel=channel, edition=edition)
+    tally = tallies.tally(channel=channel, edition=edition)
+    counts = tally.counts
     total = sum(counts.values())
     if not total:
         return None
@@ -117,8 +208,7 @@ def _recorded(ledger: Ledger, channel: str, edition: str, via: str = "") -> Chan
             detail += f", {counts[status]} {status.value}"
     state = next((s.value for s in (Status.FAILED, Status.UNKNOWN, Status.SENDING, Status.PENDING)
                   if counts.get(s)), Status.SENT.value)
-    return ChannelState(channel=channel, state=state, detail=detail,
-                        at=ledger.last_sent(channel=channel, edition=edition))
+    return ChannelState(channel=channel, state=state, detail=detail, at=tally.last_sent)
 
 
 def _scheduled(config: Config, post: Post, channel: str, turns: Turns, now: datetime) -> ChannelState | None:

@@ -4,7 +4,8 @@ Pages are rendered on the server with the project's Jinja2 (templates/web/previe
 front-end build. Posts, templates and config.yaml are re-read whenever a file under them changes
 (a fingerprint of names, sizes and modification times), so editing a post and reloading shows the
 change; the page also polls `/api/version` and reloads itself. A post that fails to render shows
-its error; the others are unaffected.
+its error; the others are unaffected. What the ledger says of each post is read once per change
+of the state database, not once per request (`post_status.LedgerCache`).
 
 The server binds to 127.0.0.1 by default and answers only requests whose Host header names this
 machine: the loopback names, and with a `--host` beyond loopback also the machine's host name and
@@ -22,7 +23,8 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -52,7 +54,7 @@ from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
 from pipeline.store.feed_entries import stored_version
 from pipeline.timetable.schedule import NextDigest, next_digests
-from pipeline.web.post_status import post_states
+from pipeline.web.post_status import LedgerCache, post_states
 from pipeline.web.send_test import SentTest, email_channel, send_digest_test, send_test
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,13 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
     workspace = Workspace(Path(config_path).resolve())
     token = secrets.token_urlsafe(24)
     pages = _Pages(workspace, token, now)
-    return Starlette(routes=[
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        pages.ledger.close()
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/", pages.index, methods=["GET"]),
         Route("/posts/{slug}", pages.post, methods=["GET"]),
         Route("/posts/{slug}/email.html", pages.email_html, methods=["GET"]),
@@ -259,6 +267,9 @@ class _Pages:
         self.workspace = workspace
         self.token = token
         self.now = now
+        # What the ledger said, kept until the state database changes: the index asks about
+        # every post, and a post of a million rows takes a pass over them.
+        self.ledger = LedgerCache()
 
     def _render(self, snap: Snapshot, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         config = snap.config
@@ -295,7 +306,7 @@ class _Pages:
     def _states(self, snap: Snapshot, only: list[str] | None = None) -> dict[str, list[Any]]:
         assert snap.config is not None and snap.batch is not None
         return post_states(snap.config, [r.post for r in snap.batch.rendered],
-                           now=self.now or datetime.now(UTC), only=only)
+                           now=self.now or datetime.now(UTC), only=only, cache=self.ledger)
 
     def _digests(self, snap: Snapshot, render: bool = True) -> list[NextDigest]:
         assert snap.config is not None and snap.batch is not None
