@@ -216,12 +216,9 @@ def _bounce(bounce: dict[str, Any], message: dict[str, Any], edition: str | None
     at = event_time(bounce.get("timestamp"), now)
     fallback = BOUNCE_TYPES.get(string(bounce.get("bounceType")), EventKind.SOFT)
     kind_text = "/".join(filter(None, (string(bounce.get(k)) for k in ("bounceType", "bounceSubType"))))
-    events, ignored = [], 0
-    for recipient in recipients:
-        email = address(recipient.get("emailAddress")) if isinstance(recipient, dict) else None
-        if email is None:
-            ignored += 1
-            continue
+    readable, ignored = _readable(recipients)
+    events = []
+    for email, recipient in readable:
         diagnostic = string(recipient.get("diagnosticCode"))
         status = string(recipient.get("status")) or enhanced_code(diagnostic)
         kind = (classify(status) if status else None) or fallback
@@ -243,15 +240,17 @@ def _complaint(complaint: dict[str, Any], message: dict[str, Any], edition: str 
     at = event_time(complaint.get("timestamp"), now)
     detail = " ".join(filter(None, ["complaint", string(feedback_type),
                                     string(complaint.get("complaintSubType"))]))
-    events, ignored = [], 0
-    for recipient in recipients:
-        email = address(recipient.get("emailAddress")) if isinstance(recipient, dict) else None
-        if email is None:
-            ignored += 1
-            continue
-        events.append(Event(event_id=f"ses:{feedback}:{email.lower()}", email=email,
-                            kind=EventKind.COMPLAINT, source="ses", edition=edition, detail=detail, at=at))
+    readable, ignored = _readable(recipients)
+    events = [Event(event_id=f"ses:{feedback}:{email.lower()}", email=email, kind=EventKind.COMPLAINT,
+                    source="ses", edition=edition, detail=detail, at=at) for email, _ in readable]
     return Received(events=tuple(events), ignored=ignored)
+
+
+def _readable(recipients: list[Any]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """(address, entry) of the recipients with a readable `emailAddress`, and how many had none."""
+    readable = [(email, r) for r in recipients
+                if isinstance(r, dict) and (email := address(r.get("emailAddress"))) is not None]
+    return readable, len(recipients) - len(readable)
 
 
 def _edition(mail: dict[str, Any]) -> str | None:
