@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from email.utils import getaddresses
 from urllib.parse import urlsplit
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator
 
 
@@ -73,6 +71,12 @@ def email_address(*, named: bool = False) -> AfterValidator:
     may come with it, as in `Shop <news@shop.example>`). Line breaks, control characters and a
     second address are refused: the value becomes a header."""
     def check(value: str) -> str:
+        # Imported on the first address: email_validator compiles its grammar on import (tens of
+        # milliseconds), which the many modules that import this one for URLs and dates never use.
+        from email.utils import getaddresses
+
+        from email_validator import EmailNotValidError, validate_email
+
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise ValueError("must be a single line (no line breaks or control characters)")
         pairs = getaddresses([value])

@@ -14,15 +14,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import nh3
-from markdown_it import MarkdownIt
-from mdit_py_plugins.footnote import footnote_plugin
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from slugify import slugify
 
@@ -40,6 +39,9 @@ from pipeline.models import Post, Problem, Severity
 from pipeline.networks.registry import NETWORKS
 from pipeline.render.links import absolute, body_url
 
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+
 log = logging.getLogger(__name__)
 
 SUFFIXES = POST_SUFFIXES
@@ -54,8 +56,16 @@ URL_SCHEMES = {"http", "https", "mailto"}   # the only schemes an href or src in
 MISSING_DATE = ("front matter: 'date' is missing; add `date: ...` "
                 "(or start the file name with it: 2024-03-12-name.md)")
 
-_markdown = (MarkdownIt("commonmark", {"html": True, "linkify": True})
-             .enable(["table", "strikethrough", "linkify"]).use(footnote_plugin))
+
+@cache
+def _markdown() -> MarkdownIt:
+    """The Markdown parser, made on the first body converted: building it (linkify-it's patterns
+    too) takes some 10 ms, which the modules that import this one for `sanitize` never need."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.footnote import footnote_plugin
+
+    return (MarkdownIt("commonmark", {"html": True, "linkify": True})
+            .enable(["table", "strikethrough", "linkify"]).use(footnote_plugin))
 
 
 class SocialFields(BaseModel):
@@ -411,7 +421,7 @@ def _build(fm: FrontMatter, source: _Source, item: PostFile, where: str, config:
 def markdown_to_html(markdown: str, *, base: str) -> str:
     """Markdown -> HTML, sanitized (no scripts, event handlers or javascript: URLs), with
     relative links and images resolved against `base` so they work inside an email."""
-    return sanitize(_markdown.render(markdown), rewrite=lambda url: body_url(url, base))
+    return sanitize(_markdown().render(markdown), rewrite=lambda url: body_url(url, base))
 
 
 def sanitize(html: str, rewrite: Any = None) -> str:

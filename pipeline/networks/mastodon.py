@@ -6,6 +6,7 @@ import re
 from typing import ClassVar
 
 from pipeline.networks.base import graphemes, running_graphemes
+from pipeline.networks.twitter_urls import extract_urls_with_indices
 
 URL_PLACEHOLDER = "x" * 23
 # Mastodon's StatusLengthValidator counts `@user@domain` as `@user`.
@@ -35,9 +36,6 @@ class Mastodon:
 
 
 def _urls_as_placeholders(text: str) -> str:
-    # Imported here: twitter-text builds its emoji regex on import (see networks/x.py).
-    from twitter_text import extract_urls_with_indices
-
     out, last = [], 0
     for entity in extract_urls_with_indices(text, extract_urls_without_protocol=False):
         start, end = entity["indices"]

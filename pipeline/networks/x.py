@@ -4,56 +4,32 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
-from functools import cache, lru_cache
-from typing import Any, ClassVar
+from functools import lru_cache
+from typing import ClassVar
+
+from pipeline.networks.twitter_data import OPTIONS
+from pipeline.networks.twitter_emoji import emoji_spans, may_hold_emoji
+from pipeline.networks.twitter_urls import extract_urls_with_indices
 
 _LINE_ENDINGS = re.compile(r"\r\n|\r|\n")    # as parse_tweet converts them
+_URL_WEIGHT: int = OPTIONS["transformed_url_length"]
+_EMOJI_WEIGHT: int = OPTIONS["default_weight"] // OPTIONS["scale"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class _TwitterText:
-    """What counting takes from twitter-text."""
-
-    options: dict[str, Any]           # its v3 configuration (weights, scale, URL length)
-    url_length: int
-    emoji: re.Pattern[str]            # every emoji sequence it knows, one alternation
-    emoji_starts: frozenset[str]      # the first character of each sequence
-    emoji_chars: frozenset[str]       # every non-ASCII code point of any sequence
-
-
-@cache
-def _twitter_text() -> _TwitterText:
-    """twitter-text, imported on the first count: its import builds the emoji regex (a third of
-    a second), which loading the config (NETWORKS) and most commands never need."""
-    from twitter_text.config import config
-    from twitter_text.regexp.emoji import emoji, emoji_list
-
-    options = config["defaults"]
-    # Every non-ASCII code point of any emoji sequence twitter-text knows (no sequence is ASCII
-    # alone: a keycap needs U+20E3): a text without one holds no emoji. A set, not a regex class:
-    # a search with a class of 1,400 code points costs 2 ms on a post's text, the set 15 µs.
-    return _TwitterText(options=options, url_length=options["transformed_url_length"], emoji=emoji,
-                        emoji_starts=frozenset(chr(int(e.codepoint.split()[0], 16)) for e in emoji_list),
-                        emoji_chars=frozenset(c for e in emoji_list for c in e.emoji if ord(c) > 0x7F))
-
-
-def _urls(text: str) -> list[dict[str, Any]]:
-    """twitter-text's URL entities of `text`, each with its `indices`."""
-    from twitter_text import extract_urls_with_indices
-
-    return extract_urls_with_indices(text)
+def _url_ends(text: str) -> dict[int, int]:
+    """start -> end of each URL twitter-text finds in `text`, the end as parse_tweet steps over
+    it: by the length of its `url` from its start."""
+    return {u["indices"][0]: u["indices"][0] + len(u["url"]) for u in extract_urls_with_indices(text)}
 
 
 @lru_cache(maxsize=4096)
 def _weight(ch: str) -> int:
     """A character's weight, as twitter-text's get_character_weight gives it."""
-    options = _twitter_text().options
     cp = ord(ch)
-    for r in options["ranges"]:
+    for r in OPTIONS["ranges"]:
         if r["start"] <= cp <= r["end"]:
-            return r["weight"] // options["scale"]
-    return options["default_weight"] // options["scale"]
+            return r["weight"] // OPTIONS["scale"]
+    return OPTIONS["default_weight"] // OPTIONS["scale"]
 
 
 class X:
@@ -62,21 +38,17 @@ class X:
 
     def count(self, text: str) -> int:
         """twitter-text v3 weighted length (CJK and emoji weigh 2, URLs 23), summed as
-        parse_tweet sums it. parse_tweet runs its emoji regex (every emoji sequence, thousands of
-        alternatives) at every position of the text, two thirds of its time; here it is tried only
-        where an emoji can start, which finds the same matches (tests hold this to parse_tweet on
-        its conformance suite and the corpus)."""
-        tt = _twitter_text()
+        parse_tweet sums it, with its URLs and emoji found as twitter-text finds them (tests hold
+        this to parse_tweet on its conformance suite and the corpora) but without importing it."""
         normalized = _LINE_ENDINGS.sub("\n", unicodedata.normalize("NFC", text))
-        urls = {u["indices"][0]: u["indices"][1] for u in _urls(normalized)}
-        emojis = dict(_emoji_spans(normalized)) if not tt.emoji_chars.isdisjoint(normalized) else {}
-        emoji_weight = tt.options["default_weight"] // tt.options["scale"]
+        urls = _url_ends(normalized)
+        emojis = dict(emoji_spans(normalized)) if may_hold_emoji(normalized) else {}
         total, index = 0, 0
         while index < len(normalized):
             if index in urls:
-                total, index = total + tt.url_length, urls[index]
+                total, index = total + _URL_WEIGHT, urls[index]
             elif index in emojis:
-                total, index = total + emoji_weight, emojis[index]
+                total, index = total + _EMOJI_WEIGHT, emojis[index]
             else:
                 total, index = total + _weight(normalized[index]), index + 1
         return total
@@ -86,7 +58,6 @@ class X:
         weigh as twitter-text weighs them; a word that may hold a URL (a start of it may be one
         where the whole is not: "example.co") is known at its end only, with 23 a URL; a word
         with an emoji or not in NFC is counted whole by twitter-text."""
-        emoji_chars = _twitter_text().emoji_chars
         out: list[int | None] = [0]
         total, start = 0, 0
         while start <= len(text) and total <= stop:
@@ -97,10 +68,10 @@ class X:
                 out.extend(range(total + 1, total + len(word) + 1))
                 total += len(word)
             elif "." in word or (not word.isascii() and (
-                    not emoji_chars.isdisjoint(word) or not unicodedata.is_normalized("NFC", word))):
+                    may_hold_emoji(word) or not unicodedata.is_normalized("NFC", word))):
                 # Read after its space, as in the text: what precedes a URL decides where it starts.
                 spaced = " " + word if start else word
-                weigh = _weigh if "." in word and emoji_chars.isdisjoint(word) else self.count
+                weigh = _weigh if "." in word and not may_hold_emoji(word) else self.count
                 total += weigh(spaced) - (1 if start else 0)
                 out += [None] * (len(word) - 1) + [total]
             else:
@@ -116,27 +87,12 @@ class X:
         return url
 
 
-def _emoji_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each emoji twitter-text's regex finds, scanning as `finditer` does but
-    trying it only at characters some emoji sequence starts with (elsewhere it cannot match)."""
-    tt = _twitter_text()
-    spans, index = [], 0
-    while index < len(text):
-        found = tt.emoji.match(text, index) if text[index] in tt.emoji_starts else None
-        if found and found.end() > index:
-            spans.append((index, found.end()))
-            index = found.end()
-        else:
-            index += 1
-    return spans
-
-
 def _weigh(word: str) -> int:
     """A word's weighted length: each URL in it 23, its other characters their weight (no emoji)."""
     word = unicodedata.normalize("NFC", word)
     total, last = 0, 0
-    for start, end in (u["indices"] for u in _urls(word)):
-        total += sum(map(_weight, word[last:start])) + _twitter_text().url_length
+    for start, end in sorted(_url_ends(word).items()):
+        total += sum(map(_weight, word[last:start])) + _URL_WEIGHT
         last = end
     return total + sum(map(_weight, word[last:]))
 
