@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.bounces import verp
-from pipeline.bounces.classify import classify
 from pipeline.channels.base import Channel
 from pipeline.channels.pump import Email, Pump
 from pipeline.channels.registry import CHANNELS, build_channel
@@ -29,10 +28,8 @@ from pipeline.errors import ChannelError, PipelineError
 from pipeline.intake.sources import load_all
 from pipeline.models import Delivery, Edition, Post, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
-from pipeline.preview import render_post
 from pipeline.render.email import render_edition
 from pipeline.render.mime import MessageTemplate, list_headers
-from pipeline.store import events
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 from pipeline.store.subscribers import SubscriberStatus, state_secret, token
@@ -83,6 +80,8 @@ def publish(config: Config, *, slugs: Sequence[str] = (), channels: Sequence[str
         editions = {(name, p.slug): render_edition(p, config, channel=name) for p in posts for name in names}
         return [publish_rendered(config, posts, name, dry_run=dry_run, now=now, progress=progress,
                                  stop=stop, editions=editions) for name in names]
+    from pipeline.preview import render_post  # snippets too: a channel of email alone never loads it
+
     rendered = [render_post(p, config) for p in posts]
     return [publish_rendered(config, rendered, name, dry_run=dry_run, now=now, progress=progress,
                              stop=stop) for name in names]
@@ -108,6 +107,8 @@ def retry(config: Config, *, failed: bool = False, unknown: bool = False, channe
         todo = ledger.pending_editions(dry_run=dry_run)
     finally:
         ledger.close()
+    from pipeline.preview import render_post  # a retry may send snippets: only then loaded
+
     posts = {p.slug: p for p in load_all(config).posts}
     reports = []
     now = datetime.now(UTC)
@@ -206,6 +207,8 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
     if "email" in channel.kinds and edition is None:      # rendered before anything is planned
         edition = render_edition(post, config, channel=channel.name)
     if channel.kinds - {"email"} and not isinstance(item, Rendered):
+        from pipeline.preview import render_post
+
         item = render_post(post, config)
     before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     planned = 0         # new rows, all pending: the count after planning without a second scan
@@ -455,6 +458,10 @@ def _record_failure(channel: Channel, delivery: Delivery, ledger: Ledger, report
                     exc: ChannelError, fatal: threading.Event, bounces: BounceSettings) -> None:
     """The failure in the ledger and the report; a recipient's server refusing the recipient is
     also a bounce event for the address (`store.events` decides what it does to its status)."""
+    # Imported here: a send that nothing refuses never needs them, and a publish starts sooner.
+    from pipeline.bounces.classify import classify
+    from pipeline.store import events
+
     message = f"{delivery.key}: {exc}"
     if exc.fatal:
         ledger.release(delivery.key, str(exc))

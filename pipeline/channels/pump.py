@@ -31,7 +31,8 @@ from pipeline.store.ledger import Ledger
 class Tally(Protocol):
     """What the pump reports to: the publisher's ChannelReport (`add("sent")`, ...)."""
 
-    def add(self, what: str, error: str | None = None) -> None: ...
+    def add(self, what: str, error: str | None = None, *, count: int = 1) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ class Pump:
                 self.journal.claim([d.key for d in fresh])
             with self.ledger.batch() as batch:
                 batch.succeed(self.answered)
-                claimed = [d for d in fresh if batch.begin(d.key)]
+                taken = batch.begin_all([d.key for d in fresh])
+            claimed = [d for d in fresh if d.key in taken]
             self._recorded()
             now, limit = time.monotonic(), self.channel.limit
             self.fresh.extend(_Claim(delivery=d, due=now + limit.reserve() if limit.interval else now)
@@ -196,17 +198,19 @@ class Pump:
         return heapq.heappop(self.later)[2] if retry_at < fresh_at else self.fresh.popleft()
 
     def _hand_over(self) -> None:
+        """Queue what is due on the workers with room, one write per worker."""
         now = time.monotonic()
         for lane in self.lanes:
+            handed = len(lane.sent)
             while len(lane.sent) < self.depth and (claim := self._next_due(now)) is not None:
                 claim.attempts += 1
                 lane.sent.append(claim)
                 email = claim.delivery
-                if not lane.worker.fill(email.envelope_from, email.recipient, email.template.parts,
-                                        email.values, email.list_unsubscribe, key=email.key):
-                    for outcome in lane.worker.collect():
-                        self._answer(lane.sent.popleft(), outcome)
-                    break
+                lane.worker.fill(email.envelope_from, email.recipient, email.template.parts, email.values,
+                                 email.list_unsubscribe, key=email.key)
+            if len(lane.sent) > handed and not lane.worker.flush():
+                for outcome in lane.worker.collect():       # the worker is gone: what it had fails
+                    self._answer(lane.sent.popleft(), outcome)
 
     def _wait(self) -> bool:
         """Wait for answers (or the next due time) and take them in; False when all is done."""
