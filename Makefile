@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench golden screenshots browser dovecot clean
+.PHONY: demo test lint bench golden screenshots browser dovecot postgres clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/pipeline status
 	@echo "Previews: out/preview/<slug>/  Sent (outbox): out/outbox/mail, out/outbox/social.jsonl, out/outbox/articles/"
 
-test: $(TEST_STAMP) browser dovecot
+test: $(TEST_STAMP) browser dovecot postgres
 	$(BIN)/ruff check pipeline tests bench docs
 	$(BIN)/python -m pytest
 
@@ -40,6 +40,11 @@ browser:
 # Debian's Dovecot, the IMAP server the bounce-mailbox tests start with a throwaway config.
 dovecot:
 	@.ci/install-dovecot
+
+# Debian's PostgreSQL server, for the tests that run the state on PostgreSQL (tests/pg_server.py
+# starts a throwaway cluster; PIPELINE_TEST_DATABASE_URL names an existing server instead).
+postgres:
+	@.ci/install-postgres
 
 # The preview page's screenshots in docs/ (shown in README).
 screenshots: $(TEST_STAMP) browser

@@ -129,7 +129,8 @@ def check(obj: _Context, strict: bool, urls: bool) -> None:
         err.print(f"{len(errors)} problem(s) found")
         sys.exit(1)
     warnings = sum(p.severity is Severity.WARNING for p in problems)
-    out.print(f"OK: config, templates and posts are valid ({warnings} warning(s))")
+    # A plain line: click prints it; importing rich for it would cost `check` 30 ms.
+    click.echo(f"OK: config, templates and posts are valid ({warnings} warning(s))")
 
 
 def _failing(problems: Sequence[Problem], strict: bool) -> list[Problem]:
@@ -604,12 +605,13 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
 
     from pipeline.store.engine import engine_for
     from pipeline.store.ledger import Ledger
-    from pipeline.store.runs import runs
+    from pipeline.store.runs import runs, scheduler_roster
 
     engine = engine_for(obj.config)
     ledger = Ledger(engine)
     rows = ledger.counts(dry_run=dry_run)
     ledger.close()
+    active, standbys = scheduler_roster(engine)
     # Missed runs go to stderr in both forms, so that stdout stays the ledger's rows (or JSON).
     for r in runs(engine):
         if r["status"] == "missed":
@@ -620,6 +622,9 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
         # ledger's JSON took as long as reading it.
         out.print_json(json.dumps(rows, default=str), highlight=out.is_terminal)
         return
+    if active is not None or standbys:
+        who = f"active on {active.host} (pid {active.pid})" if active else "no active scheduler"
+        out.print(f"Timetable: {who}" + "".join(f"; standby on {s.host} (pid {s.pid})" for s in standbys))
     if not rows:
         out.print("The ledger is empty: nothing has been sent yet.")
         return
@@ -741,7 +746,8 @@ def bounces(obj: _Context, dry_run: bool, as_json: bool) -> None:
 def serve(obj: _Context, host: str, port: int) -> None:
     """Serve the list's pages: the sign-up form (GET/POST /subscribe), confirmation links
     (/confirm/TOKEN), the manage page (/manage/TOKEN), one-click unsubscribe (/unsubscribe/TOKEN),
-    the editions' archive (/archive/SLUG) and the ESP webhooks (/webhooks/PROVIDER).
+    the editions' archive (/archive/SLUG) and the ESP webhooks (/webhooks/PROVIDER); and /healthz,
+    /readyz and /metrics (docs/metrics.md).
 
     \b
     Example:
@@ -785,20 +791,27 @@ def subscribe_form(obj: _Context, action_url: str | None) -> None:
 @click.option("--once", is_flag=True,
               help="fire the entries that are due now (or missed within max_lateness), then exit")
 @click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve Prometheus metrics on this port (the daemon only; docs/metrics.md)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="with --metrics-port: the address to listen on")
 @click.pass_obj
-def run(obj: _Context, once: bool, dry_run: bool) -> None:
+def run(obj: _Context, once: bool, dry_run: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the timetable: in the foreground until Ctrl-C / SIGTERM, or `--once`.
 
     \b
     Examples:
       pipeline run
       pipeline run --once --dry-run
+      pipeline run --metrics-port 9464
     """
     from pipeline.timetable.schedule import run_daemon, run_once
 
     config = obj.config
     if not config.schedule:
         raise PipelineError(f"{config.source}: the timetable is empty; add entries under `schedule:`")
+    if once and metrics_port is not None:
+        raise PipelineError("--metrics-port works with the daemon; `run --once` exits before a scrape")
     if once:
         fired = run_once(config, dry_run=dry_run)
         if not fired:
@@ -812,9 +825,19 @@ def run(obj: _Context, once: bool, dry_run: bool) -> None:
     if dry_run:
         raise PipelineError("--dry-run works with --once; the daemon sends for real")
     logging.getLogger("pipeline").setLevel(min(logging.INFO, logging.getLogger().level))
-    run_daemon(config, started=lambda: out.print(
-        f"Running the timetable ({len(config.schedule)} entries); Ctrl-C stops after the send in "
-        "progress. `pipeline schedule` shows what is next."))
+    metrics = None
+    if metrics_port is not None:
+        from pipeline.metrics.serve import serve_metrics
+
+        metrics = serve_metrics(config, host=metrics_host, port=metrics_port)
+    try:
+        run_daemon(config, started=lambda: out.print(
+            f"Running the timetable ({len(config.schedule)} entries); Ctrl-C stops after the send in "
+            "progress. `pipeline schedule` shows what is next."
+            + (f" Metrics: {metrics.url}" if metrics else "")))
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 @cli.command(short_help="List the timetable's next fire times.")
@@ -912,6 +935,105 @@ def _build_feed(config: Config, target: Path | None = None, *, posts: Sequence[P
 
     path, count = write_feed(config, target, posts=posts)
     out.print(f"Wrote the Atom feed ({count} entries) to {path}")
+
+
+@cli.group(short_help="The state database: schema revisions, copying it elsewhere.")
+def db() -> None:
+    """The state database's schema revisions (upgrade, status) and moving the whole state to
+    another database (copy), e.g. from SQLite to PostgreSQL. See docs/database.md.
+
+    \b
+    Example:
+      pipeline db status
+    """
+
+
+@db.command("status", short_help="Show the database, its revision and the pending ones.")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def db_status(obj: _Context, as_json: bool) -> None:
+    """Show the state database (password hidden), its schema revision, this version's head and
+    the revisions `pipeline db upgrade` would apply. Changes nothing.
+
+    \b
+    Example:
+      pipeline db status --json
+    """
+    import json
+
+    from pipeline.store.engine import state_url
+    from pipeline.store.migrate import database_status
+
+    found = database_status(state_url(obj.config))
+    if as_json:
+        out.print_json(json.dumps(found.as_dict()), highlight=out.is_terminal)
+        return
+    state = found.revision
+    out.print(f"database: {found.database}")
+    if not found.exists:
+        out.print(f"revision: none yet (the first command creates it at {state.head})")
+        return
+    out.print(f"revision: {state.current or 'none (made before revisions were recorded)'}")
+    out.print(f"head:     {state.head}")
+    if state.too_new:
+        out.print("newer than this version: upgrade the pipeline to the version that wrote it")
+    elif state.pending:
+        out.print(f"pending:  {', '.join(state.pending)} (run `pipeline db upgrade`)")
+    else:
+        out.print("up to date")
+
+
+@db.command("upgrade", short_help="Bring the database to this version's schema revision.")
+@click.pass_obj
+def db_upgrade(obj: _Context) -> None:
+    """Apply the pending schema revisions to the state database, in one transaction; a database
+    made before revisions were recorded gains what it lacks and keeps every row. Running it
+    again does nothing.
+
+    \b
+    Example:
+      pipeline db upgrade && pipeline status
+    """
+    from pipeline.store.engine import state_url
+    from pipeline.store.migrate import upgrade
+
+    done = upgrade(state_url(obj.config))
+    if done.created:
+        out.print(f"Created the state database {done.database} at revision {done.after}.")
+    elif done.applied:
+        out.print(f"Upgraded {done.database} from revision {done.before or 'none'} to {done.after} "
+                  f"(applied {', '.join(done.applied)}).")
+    else:
+        out.print(f"{done.database} is at revision {done.after} already: nothing to do.")
+
+
+@db.command("copy", short_help="Copy the whole state into an empty database (e.g. PostgreSQL).")
+@click.option("--to", "target", required=True, metavar="URL",
+              help="SQLAlchemy URL of the empty target, e.g. postgresql+psycopg://user@host/db "
+                   "(password from PGPASSWORD or ~/.pgpass rather than the URL)")
+@click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="rows read and written at a time")
+@click.pass_obj
+def db_copy(obj: _Context, target: str, batch: int) -> None:
+    """Copy every table of the state database (subscribers, ledger, runs, feeds, events,
+    secrets) into an empty database, made or upgraded to head first; counts are checked per
+    table and nothing is committed unless they all agree. Stop `run`, `serve` and workers first.
+
+    \b
+    Example:
+      pipeline db copy --to postgresql+psycopg://pipeline@db.example.com/pipeline
+    """
+    from pipeline.store.engine import engine_for
+    from pipeline.store.state_copy import copy_state
+
+    done = copy_state(engine_for(obj.config), target, batch=batch)
+    table = Table("table", "rows")
+    table.columns[1].justify = "right"
+    for count in done.tables:
+        table.add_row(count.table, f"{count.rows:,}")
+    out.print(table)
+    out.print(f"Copied {sum(c.rows for c in done.tables):,} rows from {done.source} to {done.target}; "
+              "counts checked. Point `state:` in config.yaml at the target to use it.")
 
 
 def main() -> None:

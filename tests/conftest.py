@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pipeline.config import Config, load_config
 from pipeline.publish import ChannelReport, publish
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger, Row
+from tests.pg_server import PostgresServer
 from tests.servers import AppServers
 from tests.smtp_sink import Sink
 
@@ -27,6 +29,44 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEED_SLUG = "2020-09-01-ketamine-neurological-damage"
 PREVIEW_NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "state_backends: run each test of the module on a SQLite and on a "
+                            "PostgreSQL state database (the `project` fixture's `state:`)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked `state_backends` run each test on both databases, except a test that names
+    its own (`@pytest.mark.parametrize("state_backend", ["sqlite"], indirect=True)`)."""
+    chosen = any(m.args and "state_backend" in str(m.args[0])
+                 for m in metafunc.definition.iter_markers("parametrize"))
+    if metafunc.definition.get_closest_marker("state_backends") and "state_backend" in metafunc.fixturenames \
+            and not chosen:
+        metafunc.parametrize("state_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (PIPELINE_TEST_DATABASE_URL's, else a throwaway cluster)."""
+    server = PostgresServer.for_session()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The SQLAlchemy URL (postgresql+psycopg://) of a new empty database, dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """The `project` fixture's state database: "sqlite" unless the module is marked `state_backends`,
+    which runs each of its tests on "sqlite" and on "postgresql"."""
+    return str(getattr(request, "param", "sqlite"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,11 +153,18 @@ def preview_server(project: Path) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the shipped config.yaml, templates/ and posts/ in a temporary folder."""
+def project(tmp_path: Path, state_backend: str, request: pytest.FixtureRequest) -> Path:
+    """A copy of the shipped config.yaml, templates/ and posts/ in a temporary folder (its state
+    database on PostgreSQL when `state_backend` is "postgresql")."""
     dest = tmp_path / "project"
     dest.mkdir()
     shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
+    if state_backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        text = (dest / "config.yaml").read_text(encoding="utf-8")
+        assert text.count("\nstate: ") == 1, "config.yaml has no top-level `state:` line to replace"
+        text = re.sub(r"(?m)^state: .*$", lambda _: f"state: {json.dumps(url)}", text)
+        (dest / "config.yaml").write_text(text, encoding="utf-8")
     shutil.copytree(ROOT / "templates", dest / "templates")
     shutil.copytree(ROOT / "posts", dest / "posts")
     return dest

@@ -5,13 +5,13 @@ No assertion is about speed: every wait polls with a deadline of about 20 s."""
 
 from __future__ import annotations
 
+import functools
 import json
 import mailbox
 import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +26,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.pool import NullPool
+
+from pipeline.config import load_config
+from pipeline.store.engine import state_url
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 NY = ZoneInfo("America/New_York")          # the shipped config's `timezone`
 DEADLINE = 20.0                            # seconds any single wait may take
@@ -121,17 +129,24 @@ def assert_sent_once(project: Path, slugs: list[str]) -> None:
     assert Counter(line["key"] for line in lines) == {f"outbox:{s}:{n}": 1 for s in slugs for n in NETWORKS}
 
 
-def query(project: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    """Rows from the state database (read the way any other client would)."""
-    conn = sqlite3.connect(project / "state" / "pipeline.sqlite3", timeout=30)
+@functools.cache
+def state_client(url: str) -> Engine:
+    """An engine of the state database's URL that is not the pipeline's (no pool kept open)."""
+    return create_engine(url, poolclass=NullPool)
+
+
+def query(project: Path, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """Rows from the state database (read the way any other client would, without the pipeline)."""
+    engine = state_client(state_url(load_config(project / "config.yaml")))
+    if engine.dialect.name == "sqlite" and not (project / "state" / "pipeline.sqlite3").exists():
+        return []      # connecting would create the file before the daemon does
     try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as exc:   # the daemon has not created the table yet
-        if "no such table" in str(exc):
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+    except (OperationalError, ProgrammingError) as exc:   # the daemon has not created the table yet
+        if "no such table" in str(exc) or "does not exist" in str(exc):
             return []
         raise
-    finally:
-        conn.close()
 
 
 def lock_holder(project: Path) -> tuple[int, str] | None:
@@ -145,7 +160,7 @@ def stored_jobs(project: Path) -> set[str]:
 
 
 def timetable_runs(project: Path, entry: str) -> list[str]:
-    return [row[0] for row in query(project, "SELECT status FROM schedule_runs WHERE entry = ?", entry)]
+    return [row[0] for row in query(project, "SELECT status FROM schedule_runs WHERE entry = :e", e=entry)]
 
 
 @dataclass
@@ -164,14 +179,14 @@ class Daemon:
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log, re.M))
 
-    def wait_for(self, pattern: str, times: int = 1) -> None:
+    def wait_for(self, pattern: str, times: int = 1, timeout: float = DEADLINE) -> None:
         """Wait until the log matches `pattern` `times` times; fail early if the daemon died."""
         def seen() -> bool:
             if self.proc.poll() is not None and self.count(pattern) < times:
                 pytest.fail(f"the daemon exited ({self.proc.returncode}) before logging {pattern!r} "
                             f"{times}x; log:\n{self.log}")
             return self.count(pattern) >= times
-        wait_until(seen, f"{pattern!r} {times}x in the log")
+        wait_until(seen, f"{pattern!r} {times}x in the log", timeout)
 
     def wait_for_lock(self, project: Path) -> None:
         """Wait until this daemon holds the scheduler lock (so it is past its start-up checks)."""
@@ -192,15 +207,16 @@ class Daemon:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
-    """start(cfg) runs `pipeline --config CFG run`; whatever is still running at the end is killed."""
+def start(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """start(cfg, env) runs `pipeline --config CFG run` (`env`: variables to add); whatever is still
+    running at the end is killed."""
     started: list[Daemon] = []
 
-    def run(cfg: str) -> Daemon:
+    def run(cfg: str, env: dict[str, str] | None = None) -> Daemon:
         n = len(started) + 1
         out, err = tmp_path / f"daemon{n}.out", tmp_path / f"daemon{n}.log"
         files = [out.open("wb"), err.open("wb")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
         env.pop("PIPELINE_CONFIG", None)
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", cfg, "run"],
                                 stdout=files[0], stderr=files[1], env=env)
@@ -251,6 +267,10 @@ def test_queue_slots_send_each_post_once_then_idle(project, run_cli, start):
     assert {r["edition"]: r["counts"] for r in status} == {s: {"sent": PER_POST} for s in POSTS}
 
 
+SQLITE_ONLY = pytest.mark.parametrize("state_backend", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY           # on PostgreSQL the second one stands by: tests/test_failover.py
 def test_second_daemon_on_the_same_state_is_refused(project, run_cli, start):
     cfg = configure(project, run_cli, SLOTS)
     first = start(cfg)
@@ -271,6 +291,7 @@ def test_second_daemon_on_the_same_state_is_refused(project, run_cli, start):
     assert lock_holder(project) is None
 
 
+@SQLITE_ONLY
 def test_refused_daemon_does_not_claim_to_be_running(project, run_cli, start):
     cfg = configure(project, run_cli, SLOTS)
     first = start(cfg)

@@ -33,6 +33,8 @@ from pipeline.store.schema import feeds as feeds_table
 from pipeline.timetable.schedule import run_entry
 from tests.feed_server import ATOM_TYPE, DripServer, FeedServer, Network, item, rss, with_sources
 
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
+
 T0 = datetime(2026, 6, 4, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 

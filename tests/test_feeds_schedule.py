@@ -25,6 +25,8 @@ from pipeline.store.engine import engine_for
 from pipeline.timetable.schedule import run_once
 from tests.feed_server import FeedServer, item, rss, with_sources
 
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
+
 NY = ZoneInfo("America/New_York")
 SATURDAY = datetime(2026, 6, 6, 12, 0, tzinfo=NY)
 MONDAY = datetime(2026, 6, 8, 9, 5, tzinfo=NY)         # the digest is due at 09:00

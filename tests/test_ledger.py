@@ -12,6 +12,8 @@ from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
+
 PREFIX = "news:ed:"
 
 
@@ -301,6 +303,18 @@ def test_dry_run_rows_are_separate_from_real_rows(engine, ledger):
     assert ledger.counts(dry_run=True)[0]["counts"] == {"pending": 1}
     assert ledger.pending_editions() == {}
     assert ledger.pending_editions(dry_run=True) == {"news": ["ed"]}
+
+
+def test_an_editions_rows_are_a_key_range_in_byte_order_on_every_database(ledger):
+    """On a server whose collation is a natural language's (the test server's is ICU en-US),
+    "NEWS:ed:b" would sort between "news:ed:" and "news:ed:\U0010ffff" and count as `news`'s."""
+    for channel, key in (("news", "news:ed:a"), ("NEWS", "NEWS:ed:b"), ("news", "news:ed:\u00e9")):
+        assert ledger.plan(key=key, channel=channel, edition="ed", kind="social", network="x")
+    _sent(ledger, "NEWS:ed:b", "1")
+    assert ledger.edition_counts(channel="news", edition="ed") == {"pending": 2}
+    assert ledger.last_sent(channel="news", edition="ed") is None
+    assert ledger.edition_counts(channel="NEWS", edition="ed") == {"sent": 1}
+    assert [r.key for r in ledger.rows()] == sorted(["news:ed:a", "NEWS:ed:b", "news:ed:\u00e9"])
 
 
 def test_counts_group_by_edition_and_channel(engine, ledger):

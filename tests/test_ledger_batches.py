@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from pipeline.channels.smtp_journal import Journal, channel_folder, discard, evidence
 from pipeline.channels.smtp_session import journal_line
 from pipeline.models import Receipt, Status
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Evidence, Ledger
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 
 @pytest.fixture
@@ -38,9 +40,9 @@ def _plan(ledger: Ledger, *keys: str) -> None:
 
 def _statuses(engine) -> dict[str, tuple[str, int, int]]:  # type: ignore[no-untyped-def]
     """key -> (status, attempts, resends), read on a connection of its own."""
-    with sqlite3.connect(engine.url.database) as db:
-        return {k: (s, a, r) for k, s, a, r in db.execute(
-            "SELECT key, status, attempts, resends FROM deliveries ORDER BY key")}
+    with engine.connect() as conn:      # not the ledger's: the pool gives another connection
+        return {k: (s, a, r) for k, s, a, r in conn.execute(text(
+            "SELECT key, status, attempts, resends FROM deliveries ORDER BY key"))}
 
 
 # -- Ledger.batch --------------------------------------------------------------------------------

@@ -5,12 +5,11 @@ the operator's suppression list, and a database made before these columns existe
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from pipeline.bounces import verp
 from pipeline.bounces.classify import classify, enhanced_code
@@ -22,6 +21,8 @@ from pipeline.store.engine import engine_for
 from pipeline.store.events import Event, EventKind
 from pipeline.store.schema import subscribers as table
 from tests.conftest import ledger_rows
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-for-tests"
@@ -76,8 +77,8 @@ def test_confirming_records_consent_and_activates(engine):
     done = optin.confirm(engine, pending.uid, now=NOW + timedelta(minutes=5))
     assert done is not None and done.status == "active"
     assert (done.consent_at, done.consent_source) == (NOW + timedelta(minutes=5), "form")
-    stored = sqlite3.connect(engine.url.database).execute(
-        "select consent_ip from subscribers where uid = ?", (pending.uid,)).fetchone()[0]
+    with engine.connect() as conn:
+        stored = conn.execute(select(table.c.consent_ip).where(table.c.uid == pending.uid)).scalar_one()
     assert stored == optin.ip_hash("203.0.113.9", SECRET) and "203.0.113.9" not in stored
 
 
@@ -232,38 +233,6 @@ def test_readers_who_chose_topics_get_only_editions_about_them(project: Path):
     assert {r.edition for r in ledger_rows(config)} == {"mood-journal"}
     assert {r.recipient for r in ledger_rows(config) if r.kind == "email"} == \
         {"all@example.com", "vip@example.com", "care@example.com", "wild@example.com"}
-
-
-# -- a database made by an older version --------------------------------------------------------
-
-def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(project: Path, run_cli):
-    state = project / "state" / "pipeline.sqlite3"
-    state.parent.mkdir()
-    db = sqlite3.connect(state)
-    db.executescript("""
-        CREATE TABLE subscribers (id INTEGER PRIMARY KEY, uid VARCHAR(32) NOT NULL UNIQUE,
-            email VARCHAR(320) NOT NULL, email_key VARCHAR(320) NOT NULL UNIQUE, name VARCHAR(200),
-            tags TEXT NOT NULL, status VARCHAR(16) NOT NULL, source VARCHAR(200),
-            created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, unsubscribed_at DATETIME);
-        CREATE TABLE deliveries (key VARCHAR(600) PRIMARY KEY, channel VARCHAR(100) NOT NULL,
-            edition VARCHAR(300) NOT NULL, kind VARCHAR(20) NOT NULL, recipient VARCHAR(320),
-            network VARCHAR(40), part INTEGER NOT NULL, dry_run BOOLEAN NOT NULL,
-            status VARCHAR(10) NOT NULL, attempts INTEGER NOT NULL, resends INTEGER NOT NULL,
-            last_error TEXT, remote_id VARCHAR(500), remote_url VARCHAR(1000),
-            created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, sent_at DATETIME,
-            next_attempt_at DATETIME);
-        INSERT INTO subscribers VALUES (1, '0123456789abcdef0123456789abcdef', 'old@example.com',
-            'old@example.com', 'Old', '', 'active', 'x.csv', '2024-01-01 00:00:00',
-            '2024-01-01 00:00:00', NULL);
-    """)
-    db.commit()
-    db.close()
-    listed = run_cli("subscribers", "list", "--json", cwd=project)
-    assert listed.returncode == 0, listed.stderr
-    assert [(s["email"], s["status"], s["consent_at"]) for s in json.loads(listed.stdout)] == \
-        [("old@example.com", "active", None)]
-    shown = run_cli("subscribers", "show", "old@example.com", cwd=project)
-    assert shown.returncode == 0 and "not recorded" in shown.stdout
 
 
 # -- the CLI ------------------------------------------------------------------------------------

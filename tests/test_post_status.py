@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from pipeline.intake.posts import load_posts
 from pipeline.models import Status
 from pipeline.preview import render_post
@@ -16,6 +18,8 @@ from pipeline.timetable.entries import fire_times
 from pipeline.timetable.schedule import run_entry
 from pipeline.web.post_status import post_states
 from tests.conftest import PREVIEW_NOW, SEED_SLUG
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 NOW = PREVIEW_NOW          # Friday 2026-11-27 07:00 in New York
 INFUSION, MOOD = "2024-03-12-your-first-infusion", "mood-journal"

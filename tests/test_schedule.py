@@ -12,6 +12,8 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.timetable.entries import Entry, fire_times, last_fire_within, parse_duration
 
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
+
 NY = ZoneInfo("America/New_York")
 
 

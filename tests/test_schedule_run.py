@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from pipeline.config import load_config
 from pipeline.models import Status
 from pipeline.store import subscribers as store
@@ -15,6 +17,8 @@ from pipeline.store.ledger import Ledger
 from pipeline.store.runs import digested
 from pipeline.timetable.entries import fire_times
 from pipeline.timetable.schedule import run_entry, run_once
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 NY = ZoneInfo("America/New_York")
 

@@ -9,8 +9,8 @@ change of the database, and sees a write made by another process.
 from __future__ import annotations
 
 import json
+import os
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from pipeline.config import Config, load_config
 from pipeline.models import Receipt
@@ -29,6 +29,8 @@ from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 from pipeline.web.post_status import LedgerCache
 from tests.conftest import ROOT, SEED_SLUG
+
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 EDITIONS = [f"2025-{n // 28 + 1:02d}-{n % 28 + 1:02d}-issue-{n:02d}" for n in range(30)]
 READERS = [f"reader{n:02d}@example.com" for n in range(12)]
@@ -81,14 +83,13 @@ def fill(engine: Engine) -> None:
 
 
 def plain_reading(engine: Engine, *, dry_run: bool = False) -> list[dict[str, Any]]:
-    """What `status` reports, worked out in Python from every row read with sqlite3: per
-    (edition, channel), counts per status (in status order), resends, the 3 latest errors
+    """What `status` reports, worked out in Python from every row read with one plain SELECT:
+    per (edition, channel), counts per status (in status order), resends, the 3 latest errors
     (newest first, equal times in key order) and the first 20 remote ids of sent social posts
     and articles (in key order)."""
-    db = sqlite3.connect(str(engine.url.database))
-    db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM deliveries WHERE dry_run = ?", (dry_run,))]
-    db.close()
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(
+            text("SELECT * FROM deliveries WHERE dry_run = :dry_run"), {"dry_run": dry_run})]
     out = []
     for edition, channel in sorted({(r["edition"], r["channel"]) for r in rows}):
         mine = sorted((r for r in rows if (r["edition"], r["channel"]) == (edition, channel)),
@@ -247,13 +248,15 @@ def test_preview_index_reads_the_ledger_once_per_change(project, preview_server,
     assert _seed_cell(httpx.get(f"{base}/").text)[0] == "sent"
     assert len(ledger_reads) == read
 
-    # A write by SQLite alone, in another process: one of its rows failed after all.
-    database = str(engine_for(load_config(config_path)).url.database)
+    # A write by the database alone (no pipeline code), in another process: one of its rows
+    # failed after all. The URL goes in the environment: it may hold a password.
+    url = engine_for(load_config(config_path)).url.render_as_string(hide_password=False)
     subprocess.run([sys.executable, "-c", (
-        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute(\"UPDATE deliveries SET "
-        "status = 'failed', last_error = '550 gone' WHERE key = (SELECT min(key) FROM deliveries "
-        "WHERE edition = ? AND kind = 'email')\", (sys.argv[2],)); db.commit()"),
-        database, SEED_SLUG], check=True)
+        "import os, sys; from sqlalchemy import create_engine, text\n"
+        "with create_engine(os.environ['STATE_URL']).begin() as db: db.execute(text(\"UPDATE deliveries "
+        "SET status = 'failed', last_error = '550 gone' WHERE key = (SELECT min(key) FROM deliveries "
+        "WHERE edition = :edition AND kind = 'email')\"), {'edition': sys.argv[1]})"),
+        SEED_SLUG], check=True, env={**os.environ, "STATE_URL": url})
     state, detail = _seed_cell(httpx.get(f"{base}/").text)
     assert state == "failed" and detail.endswith(", 1 failed"), detail
     # The post's own page reads the same kept tallies.
@@ -282,6 +285,7 @@ def test_ledger_cache_keeps_tallies_until_another_connection_commits(config):
         cache.close()
 
 
+@pytest.mark.parametrize("state_backend", ["sqlite"], indirect=True)     # an in-memory SQLite database
 def test_a_database_without_a_change_signal_is_read_every_time(project):
     """An in-memory database shares one connection, whose own writes data_version does not show."""
     text = (project / "config.yaml").read_text(encoding="utf-8")

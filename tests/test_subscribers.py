@@ -19,6 +19,8 @@ from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.subscribers import SubscriberError
 
+pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
+
 COUNTS_ZERO = dict(added=0, updated=0, unchanged=0, kept_unsubscribed=0, resubscribed=0)
 
 

@@ -4,10 +4,12 @@ Ledger, subscribers and the scheduler's job store share it. SQLite runs in WAL m
 synchronous=NORMAL: a commit survives the process being killed (the WAL is in the OS page cache),
 and costs tens of microseconds, so the ledger can commit every send.
 
-The schema is created only where there is no database yet. A file that exists but is empty,
-foreign, truncated or corrupt stops every command with a StateError: read as a new database it
-would show an empty list and let already-sent posts go out again. Database errors (damaged,
-disk full, read-only, unreachable) become one-line StateErrors here, at the store's edge.
+The schema is created, at the head revision, only where there is no database yet. A file that
+exists but is empty, foreign, truncated or corrupt stops every command with a StateError: read as
+a new database it would show an empty list and let already-sent posts go out again. So does a
+database at another schema revision (`pipeline db upgrade` brings it to this version's; see
+docs/database.md). Database errors (damaged, disk full, read-only, unreachable) become one-line
+StateErrors here, at the store's edge.
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from pipeline.config import Config
 from pipeline.errors import StateError
+from pipeline.store import revision
 from pipeline.store.schema import metadata
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-# Tables every pipeline database has had since the first release; later tables are added.
+# Tables every pipeline database has had since the first release (the others came later).
 CORE_TABLES = frozenset({"deliveries", "subscribers"})
 RESTORE = "restore it from a backup, or move it away to start a new one"
+CREATE_LOCK = 0x70697065   # the PostgreSQL advisory lock taken while the schema is made
 
 
 def state_url(config: Config) -> str:
@@ -40,6 +44,34 @@ def state_url(config: Config) -> str:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
+    engine, new = open_engine(url)
+    try:
+        # Every command comes here: an existing database costs one SELECT of its revision.
+        state = None if new else revision.status(engine)
+        if state is None or (state.current is None and needs_creating(engine)):
+            create_at_head(engine)
+            return engine
+        error = revision.refusal(state, where(engine))
+        if error is not None:
+            raise error
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def open_engine(url: str) -> tuple[Engine, bool]:
+    """A new engine of `url` with the store's settings and error messages, its schema neither
+    made nor checked (`pipeline db` works on databases other commands refuse); and whether the
+    database is new (a SQLite file that is not there yet). Raises StateError for a SQLite file
+    that cannot be a pipeline database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not echoed: a URL may hold a password.
+        raise StateError("state database: the URL (`state:` in config.yaml, or `db copy --to`) is not a "
+                         "database URL; write e.g. "
+                         "postgresql+psycopg://user@host/name or sqlite:///path/to/file.sqlite3") from None
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite") else ""
     on_disk = bool(path) and path != ":memory:"
     existed = on_disk and Path(path).exists()
@@ -52,10 +84,17 @@ def _engine(url: str) -> Engine:
                                poolclass=StaticPool if not on_disk else None)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        name = f"state database {parsed.render_as_string(hide_password=True)}"
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except ArgumentError:
+            raise StateError(f"{name}: no database driver is called `{parsed.drivername}`; write e.g. "
+                             "postgresql+psycopg://user@host/name") from None
+        except ImportError as exc:
+            raise StateError(f"{name}: its driver `{exc.name}` is not installed in the pipeline's "
+                             "environment; install it, or use postgresql+psycopg://") from None
     event.listen(engine, "handle_error", _to_state_error)
-    _ensure_schema(engine, new=not existed)
-    return engine
+    return engine, url.startswith("sqlite") and not existed
 
 
 def engine_for(config: Config) -> Engine:
@@ -131,30 +170,28 @@ def _make_folder(path: Path) -> None:
                          f"({exc.strerror}); set `state:` in config.yaml to a writable path") from None
 
 
-def _ensure_schema(engine: Engine, *, new: bool) -> None:
-    """Create the tables of a new database, and the tables added since an existing one was made.
-    An existing SQLite file without the core tables is someone else's (or was emptied): refused.
-    (A server database may hold other applications' tables: ours are created beside them.)"""
+def needs_creating(engine: Engine) -> bool:
+    """Whether an existing database has none of our tables and no recorded revision, so that the
+    schema is to be made in it. A SQLite file never does: one without the core tables is someone
+    else's (or was emptied) and is refused. (A server database may hold other applications'
+    tables: ours are created beside them.)"""
     tables = set(inspect(engine).get_table_names())
-    if engine.dialect.name == "sqlite" and not new and not tables >= CORE_TABLES:
+    if engine.dialect.name == "sqlite" and not tables >= CORE_TABLES:
         raise StateError(f"state database {where(engine)} is not a pipeline database (it has no "
                          f"{' or '.join(sorted(CORE_TABLES - tables))} table); {RESTORE}")
-    metadata.create_all(engine)
-    if not new:
-        _add_columns(engine)
+    return not tables & (set(metadata.tables) | {revision.version_table.name})
 
 
-def _add_columns(engine: Engine) -> None:
-    """Add the nullable columns that later versions added to existing tables (a database made by
-    an older version keeps its rows and gains the columns, empty)."""
-    inspector = inspect(engine)
+def create_at_head(engine: Engine) -> None:
+    """Make every table of a new database and record the head revision, in one transaction."""
     with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+        if conn.dialect.name == "postgresql":
+            # Two processes starting on one empty database: the second waits, then finds the tables.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
+            if revision.current_revision(conn) is not None:
+                return
+        metadata.create_all(conn)
+        revision.stamp(conn)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -162,7 +199,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Checkpoints (which sync the database file) every ~40 MB of WAL rather than every 4 MB:
-    # a publish commits twice per message.
+    # an SMTP publish commits once per half a queue of answers per connection; other channels twice
+    # per message.
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -31,6 +31,7 @@ from sqlalchemy import (
 
 from pipeline.models import Receipt, Recipient, Status
 from pipeline.plan import key_prefix
+from pipeline.store.dialect import utc_now
 from pipeline.store.engine import state_error
 from pipeline.store.schema import deliveries, subscribers
 from pipeline.store.subscribers import SubscriberStatus
@@ -48,14 +49,14 @@ def _now() -> datetime:
 
 # The two statements of every send. They are compiled once for the database's dialect and run on
 # the driver's own cursor: SQLAlchemy's per-call work was most of a send's CPU, and a publisher
-# sends thousands of messages a second. Timestamps come from the database (CURRENT_TIMESTAMP), so
+# sends thousands of messages a second. Timestamps come from the database (`utc_now`), so
 # only strings are bound and no type conversion is needed.
 _BEGIN = (update(deliveries)
           .where(deliveries.c.key == bindparam("k"), deliveries.c.status == Status.PENDING.value)
           .values(status=Status.SENDING.value, attempts=deliveries.c.attempts + 1,
-                  updated_at=func.now(), next_attempt_at=None))
+                  updated_at=utc_now(), next_attempt_at=None))
 _SUCCEED = (update(deliveries).where(deliveries.c.key == bindparam("k"))
-            .values(status=Status.SENT.value, sent_at=func.now(), updated_at=func.now(),
+            .values(status=Status.SENT.value, sent_at=utc_now(), updated_at=utc_now(),
                     last_error=None, remote_id=bindparam("rid"), remote_url=bindparam("url")))
 
 
@@ -81,17 +82,54 @@ class _Prepared:
         return tuple(row)
 
 
+class _BeginAll:
+    """`_BEGIN` for several keys in one statement that returns the keys it took (UPDATE ...
+    RETURNING): a publisher claims a batch of rows in one call, not one per row. Compiled once
+    per power of two of keys (a list is padded with its first key: a key twice in IN is taken
+    once), so a few statements serve every batch size."""
+
+    def __init__(self, dialect) -> None:  # type: ignore[no-untyped-def]
+        self.dialect = dialect
+        self.supported = bool(getattr(dialect, "update_returning", False))
+        self._by_size: dict[int, _Prepared] = {}
+
+    def run(self, cursor, keys: list[str]) -> set[str]:  # type: ignore[no-untyped-def]
+        size = 1 << (len(keys) - 1).bit_length()
+        if size not in self._by_size:
+            statement = (update(deliveries)
+                         .where(deliveries.c.key.in_([bindparam(f"k{i}") for i in range(size)]),
+                                deliveries.c.status == Status.PENDING.value)
+                         .values(status=Status.SENDING.value, attempts=deliveries.c.attempts + 1,
+                                 updated_at=utc_now(), next_attempt_at=None)
+                         .returning(deliveries.c.key))
+            self._by_size[size] = _Prepared(statement, self.dialect)
+        prepared = self._by_size[size]
+        padded = keys + keys[:1] * (size - len(keys))
+        cursor.execute(prepared.sql, prepared.args({f"k{i}": key for i, key in enumerate(padded)}))
+        return {row[0] for row in cursor.fetchall()}
+
+
 class LedgerBatch:
     """The writes of one `Ledger.batch` transaction, on the driver's cursor: nothing is
     committed until the batch ends."""
 
-    def __init__(self, cursor, begin: _Prepared, succeed: _Prepared) -> None:  # type: ignore[no-untyped-def]
-        self._cursor, self._begin, self._succeed = cursor, begin, succeed
+    def __init__(self, cursor, begin: _Prepared, succeed: _Prepared,  # type: ignore[no-untyped-def]
+                 begin_all: _BeginAll | None = None) -> None:
+        self._cursor, self._begin, self._succeed, self._begin_all = cursor, begin, succeed, begin_all
 
     def begin(self, key: str) -> bool:
         """As `Ledger.begin`: `pending` -> `sending`; False if the key is not pending."""
         self._cursor.execute(self._begin.sql, self._begin.args({"k": key}))
         return self._cursor.rowcount == 1
+
+    def begin_all(self, keys: list[str]) -> set[str]:
+        """`begin` for each of `keys`, in one statement where the database can say which rows
+        an UPDATE took: the keys now `sending`."""
+        if not keys:
+            return set()
+        if self._begin_all is None or not self._begin_all.supported:
+            return {key for key in keys if self.begin(key)}
+        return self._begin_all.run(self._cursor, keys)
 
     def succeed(self, receipts: Iterable[Receipt]) -> None:
         """As `Ledger.succeed`, for each receipt."""
@@ -143,6 +181,7 @@ class Ledger:
         self._conn = engine.connect()
         self._begin = _Prepared(_BEGIN, engine.dialect)
         self._succeed = _Prepared(_SUCCEED, engine.dialect)
+        self._begin_all = _BeginAll(engine.dialect)
 
     def _fast(self, prepared: _Prepared, values: dict[str, object]) -> int:
         """Run a prepared statement on the write connection's driver cursor and commit."""
@@ -162,7 +201,7 @@ class Ledger:
             try:
                 cursor = driver.cursor()
                 try:
-                    yield LedgerBatch(cursor, self._begin, self._succeed)
+                    yield LedgerBatch(cursor, self._begin, self._succeed, self._begin_all)
                 finally:
                     cursor.close()
                 driver.commit()
@@ -219,15 +258,19 @@ class Ledger:
 
     def _insert_ignore(self):  # type: ignore[no-untyped-def]
         # Each dialect's module is imported when used: PostgreSQL's costs every run 40 ms.
+        # `preserve_rowcount`: without it SQLAlchemy reports no row count for an INSERT on
+        # PostgreSQL (-1), and `plan` counts what was new by it.
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects import postgresql
 
-            return postgresql.insert(deliveries).on_conflict_do_nothing()
-        if self.engine.dialect.name == "sqlite":
+            statement = postgresql.insert(deliveries).on_conflict_do_nothing()
+        elif self.engine.dialect.name == "sqlite":
             from sqlalchemy.dialects import sqlite
 
-            return sqlite.insert(deliveries).on_conflict_do_nothing()
-        return insert(deliveries).prefix_with("IGNORE")
+            statement = sqlite.insert(deliveries).on_conflict_do_nothing()
+        else:
+            statement = insert(deliveries).prefix_with("IGNORE")
+        return statement.execution_options(preserve_rowcount=True)
 
     # -- the send cycle --------------------------------------------------------------------
 

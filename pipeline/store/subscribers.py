@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, up
 
 from pipeline.errors import PipelineError
 from pipeline.intake.textfile import NotUtf8
+from pipeline.store.dialect import insert_ignore
 from pipeline.store.schema import secrets_table, subscribers
 
 
@@ -166,7 +167,8 @@ def _changes(row: _Stored, name: str | None, tags: tuple[str, ...], *, resubscri
 
 # Rows validated before one round trip for the lot: one SELECT ... IN of their keys, one
 # executemany INSERT, one executemany UPDATE per set of changed columns. 1,000 keys stay far below
-# SQLite's limit on bound parameters (32,766), and a batch's state is a few hundred kilobytes.
+# the limits on bound parameters (SQLite's 32,766, PostgreSQL's 65,535), and a batch's state is a
+# few hundred kilobytes.
 IMPORT_BATCH = 1000
 
 
@@ -386,13 +388,16 @@ def count(engine: Engine, status: str | None = None) -> int:
 def state_secret(engine: Engine, name: str = "unsubscribe") -> str:
     """A random secret kept in the state database, created on first use: the fallback when
     `unsubscribe.secret` is not configured."""
+    query = select(secrets_table.c.value).where(secrets_table.c.name == name)
     with engine.begin() as conn:
-        row = conn.execute(select(secrets_table.c.value).where(secrets_table.c.name == name)).first()
+        row = conn.execute(query).first()
         if row:
             return str(row.value)
-        value = secrets.token_urlsafe(32)
-        conn.execute(insert(secrets_table).values(name=name, value=value))
-        return value
+    # Two processes' first use at once (`serve` and a `publish`): one secret is kept, and both
+    # return it.
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(engine, secrets_table).values(name=name, value=secrets.token_urlsafe(32)))
+        return str(conn.execute(query).scalar_one())
 
 
 def token(uid: str, email: str, secret: str) -> str:

@@ -9,8 +9,11 @@ imported where it is used: `pipeline schedule` and the preview page only plan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,18 +21,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Connection, Engine, func
 from sqlalchemy import select as sql_select
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError
 from pipeline.fields import EARLIEST
 from pipeline.intake.posts import LoadResult
 from pipeline.intake.sources import load_all, refresh_feeds
 from pipeline.models import Edition, Post, Severity, Status
 from pipeline.plan import publishable
-from pipeline.store.engine import engine_for
+from pipeline.store.engine import engine_for, where
 from pipeline.store.ledger import Ledger
-from pipeline.store.runs import acquire, claim_for_digest, digested, record_run
+from pipeline.store.runs import (
+    Lock,
+    SchedulerLost,
+    acquire,
+    claim_for_digest,
+    close_session,
+    digested,
+    lock_session,
+    ran,
+    record_run,
+    scheduler_roster,
+    standing_by,
+    stop_standing_by,
+    try_lead,
+)
 from pipeline.store.schema import schedule_runs
 from pipeline.timetable.entries import Entry, fire_times, last_fire_within
 
@@ -272,10 +291,14 @@ def _log_unsendable(config: Config, now: datetime) -> None:
 # -- the daemon ---------------------------------------------------------------------------------
 
 _daemon_stop = threading.Event()
+POLL = 5.0            # seconds between a standby's tries of the lock, and the active one's checks of it
+HEARTBEAT = 30.0      # seconds between the heartbeats `pipeline status` and the metrics read
 
 
-def fire(config_path: str, name: str) -> None:
-    """The job APScheduler runs (a module-level function, so its job store can keep it)."""
+def fire(config_path: str, name: str, added: str | None = None, due: str | None = None) -> None:
+    """The job APScheduler runs (a module-level function, so its job store can keep it). `added`:
+    when the job was stored (read by a takeover's catch-up, see `_catch_up`); `due`: the fire
+    time to run, when not the latest one."""
     from pipeline.bounces.reader import read_for_run
 
     config = load_config(config_path)
@@ -284,8 +307,10 @@ def fire(config_path: str, name: str) -> None:
         log.warning("%s: no longer in the timetable; skipped", name)
         return
     # Recorded under the time it was due (not now), so `run --once` and a restarted daemon see
-    # the same run and do not fire it again.
-    fire_time = last_fire_within(entry, config.timezone, datetime.now(UTC)) or datetime.now(UTC)
+    # the same run and do not fire it again; recorded before anything is sent, so a scheduler
+    # taking over from this one does not fire it again either.
+    fire_time = (datetime.fromisoformat(due) if due else
+                 last_fire_within(entry, config.timezone, datetime.now(UTC)) or datetime.now(UTC))
     if not record_run(engine_for(config), name, fire_time, "ran"):
         log.info("%s: the run due %s already ran", name, fire_time.isoformat())
         return
@@ -299,40 +324,169 @@ def fire(config_path: str, name: str) -> None:
 
 def run_daemon(config: Config, *, started: Callable[[], None] | None = None) -> None:
     """`pipeline run`: the timetable in the foreground until SIGINT/SIGTERM. Jobs live in the
-    state database, so runs missed while the daemon was down are run on restart when within
-    `max_lateness` (once, coalesced) and otherwise reported as missed."""
+    state database, so runs missed while no scheduler was running are run when one starts, if
+    within `max_lateness` (once, coalesced), and otherwise reported as missed.
+
+    On SQLite one scheduler runs per database (a second raises SchedulerRunning). On PostgreSQL
+    a second one stands by until the active one's advisory lock is freed, then takes over; an
+    active one whose lock connection is cut stops firing and raises SchedulerLost."""
+    engine = engine_for(config)
+    schedulers: list[BackgroundScheduler] = []
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the send in progress, then stopping", signum)
+        _daemon_stop.set()
+        for scheduler in schedulers:
+            threading.Thread(target=_shut_down, args=(scheduler,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    lock = acquire(engine) if engine.dialect.name != "postgresql" else _wait_to_lead(engine)
+    if lock is None:
+        return           # stopped while standing by
+    lost = False
+    try:
+        scheduler = _scheduler(config, engine, lock)
+        schedulers.append(scheduler)
+        if _daemon_stop.is_set():        # a signal while it was being made
+            _shut_down(scheduler)
+            return
+        scheduler.resume()
+        if started:
+            started()
+        lost = not _watch(scheduler, lock)
+    finally:
+        if lost:
+            # The database may be out of reach too: nothing more to tidy up than can be.
+            with contextlib.suppress(PipelineError, SQLAlchemyError):
+                lock.release()
+        else:
+            lock.release()
+    if lost:
+        raise SchedulerLost(f"this scheduler lost its lock on the state database {where(engine)} (the "
+                            "connection holding it was closed); it stopped firing so that another "
+                            "takes over: start it again to stand by")
+
+
+def _scheduler(config: Config, engine: Engine, lock: Lock) -> BackgroundScheduler:
+    """The APScheduler scheduler of the active process: started paused, its jobs in step with the
+    timetable, the runs a dying predecessor dropped queued."""
     from apscheduler.events import EVENT_JOB_MISSED
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    engine = engine_for(config)
-    lock = acquire(engine)
     scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)},
-                                  timezone=config.timezone)
+                                    timezone=config.timezone)
     scheduler.add_jobstore(MemoryJobStore(), "memory")
     scheduler.add_listener(lambda event: _missed(engine, event), EVENT_JOB_MISSED)
+    scheduler.start(paused=True)
+    _catch_up(scheduler, config, engine, datetime.now(UTC))
+    _sync_jobs(scheduler, config)
+    scheduler.add_job(lock.refresh, "interval", seconds=HEARTBEAT, id="lock", jobstore="memory")
+    scheduler.add_job(publish_due, "interval", seconds=60, id="publish_at", jobstore="memory",
+                      kwargs={"config": config, "stop": _daemon_stop}, next_run_time=datetime.now(UTC))
+    return scheduler
 
-    def shutdown(signum: int, _frame: object) -> None:
-        log.info("signal %d: finishing the send in progress, then stopping", signum)
-        _daemon_stop.set()
-        threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+def _shut_down(scheduler: BackgroundScheduler) -> None:
+    from apscheduler.schedulers import SchedulerNotRunningError
+
+    with contextlib.suppress(SchedulerNotRunningError):     # a signal before it started
+        scheduler.shutdown(wait=True)
+
+
+def _poll() -> float:
+    # PIPELINE_STANDBY_POLL (seconds; not documented for users): the tests' shorter takeovers.
     try:
-        scheduler.start(paused=True)
-        _sync_jobs(scheduler, config)
-        scheduler.add_job(lock.refresh, "interval", seconds=30, id="lock", jobstore="memory")
-        scheduler.add_job(publish_due, "interval", seconds=60, id="publish_at", jobstore="memory",
-                          kwargs={"config": config, "stop": _daemon_stop}, next_run_time=datetime.now(UTC))
-        scheduler.resume()
-        if started:
-            started()
-        while scheduler.running:
-            time.sleep(0.2)
+        return max(0.1, float(os.environ.get("PIPELINE_STANDBY_POLL", POLL)))
+    except ValueError:
+        return POLL
+
+
+def _watch(scheduler: BackgroundScheduler, lock: Lock) -> bool:
+    """Wait while the scheduler runs; False (the scheduler stopped) as soon as the lock is lost."""
+    from apscheduler.schedulers import SchedulerNotRunningError
+
+    poll = _poll()
+    check = time.monotonic() + poll
+    while scheduler.running:
+        time.sleep(0.2)
+        if time.monotonic() < check:
+            continue
+        check = time.monotonic() + poll
+        if not lock.held():
+            log.error("the connection holding the scheduler lock was closed: stopping; what is being "
+                      "sent stops after the current message")
+            _daemon_stop.set()
+            with contextlib.suppress(SchedulerNotRunningError):     # a signal stopped it meanwhile
+                scheduler.pause()       # no new fire from here on
+            _shut_down(scheduler)
+            return False
+    return True
+
+
+def _wait_to_lead(engine: Engine) -> Lock | None:
+    """PostgreSQL: stand by until this process holds the scheduler lock (None: stopped by a
+    signal first). Says once which scheduler is active, each time that changes."""
+    poll, me = _poll(), f"{socket.gethostname()}:{os.getpid()}"
+    session: Connection | None = None
+    shown: str | None = None
+    beat = 0.0
+    lock: Lock | None = None
+    try:
+        while not _daemon_stop.is_set():
+            try:
+                session = session or lock_session(engine)
+                lock = try_lead(engine, session)
+                if lock is not None:
+                    log.info("active: %s holds the scheduler lock%s", me,
+                             f" (taking over from {shown})" if shown else "")
+                    return lock
+                if time.monotonic() >= beat:
+                    standing_by(engine)
+                    beat = time.monotonic() + HEARTBEAT
+                active, _ = scheduler_roster(engine)
+                who = f"{active.host}:{active.pid}" if active else "another scheduler"
+                if who != shown:
+                    log.info("standby: %s is active", who)
+                    shown = who
+            except (PipelineError, SQLAlchemyError) as exc:
+                log.warning("standby: the state database cannot be reached (%s); trying again", exc)
+                if session is not None:
+                    close_session(session)
+                    session = None
+            _daemon_stop.wait(poll)
+        return None
     finally:
-        lock.release()
+        if lock is None:
+            if session is not None:
+                close_session(session)
+            if shown is not None:
+                with contextlib.suppress(PipelineError, SQLAlchemyError):
+                    stop_standing_by(engine)
+
+
+def _catch_up(scheduler: BackgroundScheduler, config: Config, engine: Engine, now: datetime) -> None:
+    """Queue each run the previous active scheduler took from its job store but never recorded:
+    it died in the instant between the two, and the stored job has already moved on to its next
+    fire time, so APScheduler would not run it again. A job stored with `added` (when it was)
+    and an unchanged trigger has taken the latest fire time within max_lateness exactly when
+    that fire time is after `added` and before the job's next run time."""
+    for entry in config.schedule:
+        job = scheduler.get_job(entry.name, jobstore="default")
+        if job is None or job.next_run_time is None or not job.kwargs.get("added") \
+                or str(job.trigger) != str(entry.trigger(config.timezone)):
+            continue
+        due = last_fire_within(entry, config.timezone, now)
+        if due is None or due < datetime.fromisoformat(job.kwargs["added"]) or due >= job.next_run_time \
+                or ran(engine, entry.name, due):
+            continue
+        log.warning("%s: the run due %s was taken by the previous scheduler but not recorded; running "
+                    "it now", entry.name, due.isoformat())
+        scheduler.add_job(fire, "date", run_date=now, args=[config.source, entry.name],
+                          kwargs={"due": due.isoformat()}, id=f"catch-up-{entry.name}", jobstore="memory",
+                          misfire_grace_time=None)
 
 
 def _sync_jobs(scheduler: BackgroundScheduler, config: Config) -> None:
@@ -347,8 +501,12 @@ def _sync_jobs(scheduler: BackgroundScheduler, config: Config) -> None:
         job = scheduler.get_job(name, jobstore="default")
         grace = max(1, int(entry.lateness.total_seconds()))
         if job is not None and str(job.trigger) == str(trigger) and job.misfire_grace_time == grace:
+            if not job.kwargs.get("added"):
+                # Stored by an older version: from now on, `_catch_up` can read it.
+                job.modify(kwargs={"added": datetime.now(UTC).isoformat()})
             continue
         scheduler.add_job(fire, trigger, args=[config.source, name], id=name, name=name,
+                          kwargs={"added": datetime.now(UTC).isoformat()},
                           jobstore="default", replace_existing=True, coalesce=True,
                           misfire_grace_time=grace, max_instances=1)
 

@@ -82,15 +82,23 @@ class LedgerCache:
     process or any other (a `pipeline publish` running beside the page), and reading it costs
     no read of the data. The files' modification times and sizes can miss a commit made within
     the same clock tick (coarse file-system clocks, a WAL that was reset to the same size), and
-    max(updated_at) would need an index or a pass over the table. Other databases have no such
-    cheap signal: there, tallies last one request.
+    max(updated_at) would need an index or a pass over the table.
+
+    A PostgreSQL database has changed when `pg_current_snapshot()` has: a snapshot (xmin, xmax,
+    the transactions in progress) says exactly which transactions are visible, so any commit
+    since the last one moves it, and asking costs the same at a million rows as at none. It
+    moves for the server's other databases too (transaction ids are the whole server's), which
+    costs a needless read, never a stale one. Counting rows through `pg_stat_*` was not taken:
+    statistics reach the shared view up to a second after the commit. Nor a counter the
+    ledger's writes bump: every send of every worker would update the same row.
+    Other databases have no such cheap signal: there, tallies last one request.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._probe: Connection | None = None
         self._tallies: Tallies | None = None
-        self._version: int | None = None
+        self._version: int | str | None = None
 
     def tallies(self, engine: Engine) -> Tallies:
         """Tallies for `engine`'s database as it is now: the kept ones if nothing was committed
@@ -114,17 +122,22 @@ class LedgerCache:
             self._probe.close()
         self._probe, self._version = None, None
 
-    def _version_of(self, engine: Engine) -> int | None:
-        """The data_version of a SQLite file's database; None for other databases."""
-        path = engine.url.database if engine.dialect.name == "sqlite" else None
-        if not path or path == ":memory:":
-            return None      # one shared connection: data_version would not see its own writes
+    def _version_of(self, engine: Engine) -> int | str | None:
+        """The data_version of a SQLite file's database, the current snapshot of a PostgreSQL
+        one; None for other databases."""
+        if engine.dialect.name == "postgresql":
+            query = "SELECT pg_current_snapshot()::text"
+        else:
+            path = engine.url.database if engine.dialect.name == "sqlite" else None
+            if not path or path == ":memory:":
+                return None      # one shared connection: data_version would not see its own writes
+            query = "PRAGMA data_version"
         if self._probe is None or self._probe.engine is not engine:
             self._drop_probe()
             self._probe = engine.connect()
-        version = self._probe.exec_driver_sql("PRAGMA data_version").scalar()
+        version = self._probe.exec_driver_sql(query).scalar()
         self._probe.rollback()      # hold no read transaction: it would hide later commits
-        return int(version or 0)
+        return version if isinstance(version, str) else int(version or 0)
 
 
 def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None,

@@ -1,10 +1,10 @@
 """`pipeline serve`: the server readers and mail providers reach on the open internet.
 
 `create_app` puts together the routes of each endpoint module (unsubscribe, sign-up, manage,
-archive, ESP webhooks) over one `WebContext`. `build_server` is the uvicorn server `pipeline serve` runs,
-hardened for the open internet: every response forbids framing, sniffing and Referer (the URL
-holds the token), the log names the subscriber's uid instead of the token, and a request must
-arrive whole within a few seconds.
+archive, ESP webhooks) over one `WebContext`, and /healthz, /readyz and /metrics (`pipeline.metrics`).
+`build_server` is the uvicorn server `pipeline serve` runs, hardened for the open internet: every
+response forbids framing, sniffing and Referer (the URL holds the token), the log names the
+subscriber's uid instead of the token, and a request must arrive whole within a few seconds.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.config import Config
+from pipeline.metrics.collectors import registry_for
+from pipeline.metrics.endpoints import routes as health_and_metrics
 from pipeline.web import archive, esp_webhooks, manage, signup, unsubscribe
 from pipeline.web.context import web_context
 
@@ -48,14 +47,10 @@ SECURITY_HEADERS = [
 
 def create_app(config: Config) -> Starlette:
     """The Starlette app of `pipeline serve`: unsubscribe, sign-up, confirm, manage, the edition
-    archive and the ESP webhooks, each module giving its routes."""
+    archive and the ESP webhooks, each module giving its routes; /healthz, /readyz and /metrics."""
     ctx = web_context(config)
-
-    async def health(_: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
     routes = [*unsubscribe.routes(ctx), *signup.routes(ctx), *manage.routes(ctx), *archive.routes(ctx),
-              *esp_webhooks.routes(ctx), Route("/healthz", health, methods=["GET"])]
+              *esp_webhooks.routes(ctx), *health_and_metrics(ctx.engine, registry_for(config, ctx.engine))]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog)])
 
 

@@ -1,0 +1,1 @@
+"""Alembic's environment and the schema revisions of the state database (`pipeline db upgrade`)."""
