@@ -56,6 +56,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.plan import article_key, email_key, social_key  # noqa: E402
 from pipeline.publish import publish  # noqa: E402
 from pipeline.store.engine import engine_for  # noqa: E402
+from pipeline.store.revision import HEAD  # noqa: E402
 from pipeline.store.schema import deliveries  # noqa: E402
 from pipeline.store.subscribers import import_csv  # noqa: E402
 from pipeline.web.preview_page import create_preview_app  # noqa: E402
@@ -120,9 +121,9 @@ def post_rows(rng: random.Random, edition: str, at: datetime) -> Iterator[tuple[
 
 
 def schema_hash() -> str:
-    """A short hash of the ledger table's DDL and indexes: a cached file is only reused for the
-    schema it was made with."""
-    ddl = str(CreateTable(deliveries)) + "".join(str(CreateIndex(i)) for i in sorted(
+    """A short hash of the ledger table's DDL and indexes and the schema revision: a cached file
+    is only reused for the schema it was made with (a file of an older revision is refused)."""
+    ddl = HEAD + str(CreateTable(deliveries)) + "".join(str(CreateIndex(i)) for i in sorted(
         deliveries.indexes, key=lambda i: str(i.name)))
     return hashlib.sha256(ddl.encode()).hexdigest()[:10]
 
