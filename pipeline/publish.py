@@ -15,24 +15,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.bounces import verp
 from pipeline.channels.base import Channel
-from pipeline.channels.pump import Email, Pump
 from pipeline.channels.registry import CHANNELS, build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import BounceSettings, Config
 from pipeline.errors import ChannelError, PipelineError
-from pipeline.intake.sources import load_all
 from pipeline.models import Delivery, Edition, Post, Receipt, Recipient, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
-from pipeline.render.email import render_edition
-from pipeline.render.mime import MessageTemplate, list_headers
-from pipeline.store.engine import engine_for
-from pipeline.store.ledger import Ledger
-from pipeline.store.subscribers import SubscriberStatus, state_secret, token
+
+# The reading, rendering and database modules (SQLAlchemy, the renderers: half a second) are
+# imported where first used, so that a publish starts its SMTP worker processes before it loads
+# them and the two start-ups overlap.
+if TYPE_CHECKING:
+    from pipeline.channels.pump import Email
+    from pipeline.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +71,52 @@ def publish(config: Config, *, slugs: Sequence[str] = (), channels: Sequence[str
             stop: threading.Event | None = None) -> list[ChannelReport]:
     """Send the given posts (default: the newest) to the given channels (default: all)."""
     now = now or datetime.now(UTC)
-    loaded = load_all(config, now=now)
-    posts = select_posts(loaded.posts, slugs, now)
     names = list(channels or config.channels)
     if all(_email_only(config, name) for name in names):
-        # An email edition is all these channels send: each is rendered here, before anything is
-        # sent (a post that cannot be rendered stops the run first, as below), and no network's
-        # snippets are (twitter-text alone takes a second to load).
-        editions = {(name, p.slug): render_edition(p, config, channel=name) for p in posts for name in names}
-        return [publish_rendered(config, posts, name, dry_run=dry_run, now=now, progress=progress,
-                                 stop=stop, editions=editions) for name in names]
+        # The channels' worker processes start first, beside the imports and the rendering below.
+        started = _started(config, names, dry_run=dry_run)
+        try:
+            from pipeline.intake.sources import load_all
+            from pipeline.render.email import render_edition
+
+            posts = select_posts(load_all(config, now=now).posts, slugs, now)
+            # An email edition is all these channels send: each is rendered here, before anything
+            # is sent (a post that cannot be rendered stops the run first, as below), and no
+            # network's snippets are (twitter-text alone takes a second to load).
+            editions = {(name, p.slug): render_edition(p, config, channel=name)
+                        for p in posts for name in names}
+            return [publish_rendered(config, posts, name, dry_run=dry_run, now=now, progress=progress,
+                                     stop=stop, editions=editions, channel=started.pop(name, None))
+                    for name in names]
+        finally:
+            for channel in started.values():
+                channel.close()
+    from pipeline.intake.sources import load_all
     from pipeline.preview import render_post  # snippets too: a channel of email alone never loads it
+
+    posts = select_posts(load_all(config, now=now).posts, slugs, now)
 
     rendered = [render_post(p, config) for p in posts]
     return [publish_rendered(config, rendered, name, dry_run=dry_run, now=now, progress=progress,
                              stop=stop) for name in names]
+
+
+def _started(config: Config, names: Sequence[str], *, dry_run: bool) -> dict[str, Channel]:
+    """The channels of `names` that can start their workers ahead of the first send (SMTP's
+    processes), built and started; a channel that cannot be built is left to `publish_rendered`,
+    which reports why."""
+    started: dict[str, Channel] = {}
+    for name in names:
+        try:
+            channel = build_channel(config, name, dry_run=dry_run)
+        except PipelineError:
+            continue
+        if callable(start := getattr(channel, "start", None)):
+            start()
+            started[name] = channel
+        else:
+            channel.close()
+    return started
 
 
 def _email_only(config: Config, name: str) -> bool:
@@ -98,6 +130,10 @@ def _email_only(config: Config, name: str) -> bool:
 def retry(config: Config, *, failed: bool = False, unknown: bool = False, channels: Sequence[str] = (),
           dry_run: bool = False, progress: Progress | None = None) -> list[ChannelReport]:
     """Re-attempt pending deliveries (and failed / unknown ones when asked), per channel."""
+    from pipeline.intake.sources import load_all
+    from pipeline.store.engine import engine_for
+    from pipeline.store.ledger import Ledger
+
     ledger = Ledger(engine_for(config))
     try:
         statuses = [s for s, wanted in ((Status.FAILED, failed), (Status.UNKNOWN, unknown)) if wanted]
@@ -124,18 +160,20 @@ def retry(config: Config, *, failed: bool = False, unknown: bool = False, channe
 def publish_rendered(config: Config, rendered: Sequence[Rendered | Post], name: str, *, dry_run: bool,
                      now: datetime, progress: Progress | None = None,
                      stop: threading.Event | None = None,
-                     editions: dict[tuple[str, str], Edition] | None = None) -> ChannelReport:
+                     editions: dict[tuple[str, str], Edition] | None = None,
+                     channel: Channel | None = None) -> ChannelReport:
     """Push rendered posts through the channel `name`. A channel that fails is reported, never
     raised: one channel failing never stops the others. A bare Post is rendered when the channel
     needs more than its email edition; `editions`: (channel, slug) -> the edition already
-    rendered for that channel."""
+    rendered for that channel; `channel`: `name` already built (closed here, as one built here)."""
     report = ChannelReport(channel=name, editions=[_post(r).slug for r in rendered])
-    try:
-        channel = build_channel(config, name, dry_run=dry_run)
-    except PipelineError as exc:
-        report.error = str(exc)
-        return report
-    ledger = Ledger(engine_for(config))
+    if channel is None:
+        try:
+            channel = build_channel(config, name, dry_run=dry_run)
+        except PipelineError as exc:
+            report.error = str(exc)
+            return report
+    ledger = _ledger(config)
     try:
         report.resent = _recover(channel, ledger, dry_run=dry_run)
         for item in rendered:
@@ -165,7 +203,7 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
     if "email" not in channel.kinds:
         report.error = f"channel {name}: a {edition.key} edition is an email; this channel sends no email"
         return report
-    ledger = Ledger(engine_for(config))
+    ledger = _ledger(config)
     try:
         report.resent = _recover(channel, ledger, dry_run=dry_run)
         report.already_sent = ledger.edition_counts(channel=name, edition=edition.key,
@@ -182,6 +220,13 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
         channel.close()
         ledger.close()
     return report
+
+
+def _ledger(config: Config) -> Ledger:
+    from pipeline.store.engine import engine_for
+    from pipeline.store.ledger import Ledger
+
+    return Ledger(engine_for(config))
 
 
 def _recover(channel: Channel, ledger: Ledger, *, dry_run: bool) -> int:
@@ -205,6 +250,8 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
     post = _post(item)
     slug = post.slug
     if "email" in channel.kinds and edition is None:      # rendered before anything is planned
+        from pipeline.render.email import render_edition
+
         edition = render_edition(post, config, channel=channel.name)
     if channel.kinds - {"email"} and not isinstance(item, Rendered):
         from pipeline.preview import render_post
@@ -212,12 +259,15 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
         item = render_post(post, config)
     before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     planned = 0         # new rows, all pending: the count after planning without a second scan
+    recipients: Iterator[tuple[str, Recipient]] | None = None
     if "email" in channel.kinds:
         topics = tuple(config.subscribe.topics)
         about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in post.tags})
-        planned += ledger.plan_recipients(channel=channel.name, edition=slug, dry_run=dry_run,
-                                          key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
-                                          topics=topics, about=about)
+        # Planned a chunk at a time while the first chunks are sent; `total` grows as it goes.
+        recipients = ledger.planning(channel=channel.name, edition=slug, dry_run=dry_run,
+                                     key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
+                                     topics=topics, about=about,
+                                     planned=lambda count: report.add("total", count=count))
     # Each network's parts are rendered once for this channel: planned here, sent below.
     by_network = ({n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
                   if "social" in channel.kinds and isinstance(item, Rendered) else {})
@@ -233,7 +283,7 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
     report.total += before.get(Status.PENDING, 0) + planned
     if edition is not None:
         yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now,
-                           unfilled=getattr(channel, "fills", False))
+                           unfilled=getattr(channel, "fills", False), recipients=recipients)
     if not isinstance(item, Rendered):
         return
     rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
@@ -267,9 +317,15 @@ def _networks(channel: Channel, item: Rendered) -> list[str]:
 
 
 def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, *, dry_run: bool,
-            now: datetime, unfilled: bool = False) -> Iterator[Delivery | Email]:
-    """Email deliveries for the pending recipients: the edition compiled and serialized once,
-    each message filled in for its recipient; `unfilled`: left to the channel's workers."""
+            now: datetime, unfilled: bool = False,
+            recipients: Iterator[tuple[str, Recipient]] | None = None) -> Iterator[Delivery | Email]:
+    """Email deliveries for the pending recipients (`recipients`, else read from the ledger):
+    the edition compiled and serialized once, each message filled in for its recipient;
+    `unfilled`: left to the channel's workers."""
+    from pipeline.channels.pump import Email
+    from pipeline.render.mime import MessageTemplate, list_headers
+    from pipeline.store.subscribers import state_secret, token
+
     sender = getattr(channel, "sender", config.sender)
     template = MessageTemplate(edition, sender=sender, domain=sender_domain(sender, config), date=now,
                                reply_to=getattr(channel, "reply_to", config.email.reply_to),
@@ -282,8 +338,9 @@ def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, 
     bounce_address = config.bounces.address
     per_recipient = bool(bounce_address and config.bounces.verp)
     common = bounce_address or envelope_address(sender)
-    for key, recipient in ledger.pending_recipients(channel=channel.name, edition=edition.key,
-                                                    dry_run=dry_run):
+    if recipients is None:
+        recipients = ledger.pending_recipients(channel=channel.name, edition=edition.key, dry_run=dry_run)
+    for key, recipient in recipients:
         values = _values(config, recipient, token(recipient.uid, recipient.email, secret))
         email = Email(key=key, channel=channel.name, edition=edition.key, recipient=recipient.email,
                        envelope_from=(verp.envelope(bounce_address, recipient.uid, edition.key)
@@ -322,6 +379,8 @@ def _send_all(channel: Channel, deliveries: Iterator[Delivery | Email], ledger: 
     channel whose worker processes fill in the messages (`channel.fills`: SMTP) gets `Email`s
     and is driven by a `Pump` instead, from this thread. `bounces`: when refused recipients count
     as bounced."""
+    from pipeline.channels.pump import Email, Pump
+
     if getattr(channel, "fills", False):
         def record_failure(delivery: Delivery, exc: ChannelError, halt: threading.Event) -> None:
             _record_failure(channel, delivery, ledger, report, exc, halt, bounces)
@@ -461,6 +520,7 @@ def _record_failure(channel: Channel, delivery: Delivery, ledger: Ledger, report
     # Imported here: a send that nothing refuses never needs them, and a publish starts sooner.
     from pipeline.bounces.classify import classify
     from pipeline.store import events
+    from pipeline.store.subscribers import SubscriberStatus
 
     message = f"{delivery.key}: {exc}"
     if exc.fatal:

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from pipeline.bounces.classify import enhanced_code
 from pipeline.channels.base import ChannelSettings
 from pipeline.channels.smtp_session import Session, SessionSettings, envelope_address
 from pipeline.config import Config
@@ -147,6 +146,17 @@ class Smtp:
         self._journals = _journal_root(config)
         self.journal: Journal | None = None
         self._recovered: list[Path] = []
+        self._spawned: list[subprocess.Popen[bytes]] = []    # started by `start`, not given out yet
+
+    def start(self) -> None:
+        """Start the worker processes now, before `workers()` needs them: an interpreter takes a
+        while to start, and a publisher that renders and plans meanwhile hides that time. They
+        get their settings (and this run's journal) only from `workers()`."""
+        if not self.settings.processes:
+            return
+        with self._lock:
+            if not self._pool and not self._spawned:
+                self._spawned = [_spawn() for _ in range(self.concurrency)]
 
     def send(self, delivery: Delivery) -> Receipt:
         assert delivery.message is not None and delivery.recipient
@@ -181,7 +191,9 @@ class Smtp:
                         log.warning("%s: no send journal in %s (%s); sending one message per "
                                     "connection at a time", self.name, self._journals, exc.strerror or exc)
                 journal = self.journal
-                self._pool = [Worker(self.session, journal=journal.worker_path(i) if journal else None)
+                spawned, self._spawned = self._spawned, []
+                self._pool = [Worker(self.session, journal=journal.worker_path(i) if journal else None,
+                                     process=spawned[i] if i < len(spawned) else None)
                               for i in range(self.concurrency)]
                 self._all.extend(self._pool)
                 self.depth = QUEUE if journal else 1
@@ -233,6 +245,13 @@ class Smtp:
         with self._lock:
             sessions, self._all, self._pool = self._all, [], []
             journal, self.journal = self.journal, None
+            spawned, self._spawned = self._spawned, []
+        for process in spawned:         # never given settings: an empty stdin ends them
+            with contextlib.suppress(OSError):
+                process.stdin.close()   # type: ignore[union-attr]
+            process.wait()
+            with contextlib.suppress(OSError):
+                process.stdout.close()  # type: ignore[union-attr]
         for session in sessions:        # every worker told first: they end side by side
             if isinstance(session, Worker):
                 session.finish()
@@ -253,10 +272,11 @@ class Worker:
     select() would then never report. Queued messages are small (the worker fills them in),
     so the pipe never fills up with them."""
 
-    def __init__(self, settings: SessionSettings, *, journal: str | None = None) -> None:
+    def __init__(self, settings: SessionSettings, *, journal: str | None = None,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
+        """`process`: the worker process, when it was started earlier (`Smtp.start`)."""
         self.where = settings.where
-        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.channels.smtp_worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.process = process or _spawn()
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in, self._out = self.process.stdin.fileno(), self.process.stdout.fileno()
         self._replies = bytearray()
@@ -367,6 +387,12 @@ class Worker:
             self.process.stdout.close()   # type: ignore[union-attr]
 
 
+def _spawn() -> subprocess.Popen[bytes]:
+    """A worker process, waiting for its settings frame."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline.channels.smtp_worker"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+
 def _journal_root(config: Config) -> Path | None:
     """Where send journals go: beside a SQLite state file (`state/pipeline.sends/`); None for a
     database elsewhere (then each connection has one message at a time)."""
@@ -395,6 +421,10 @@ def _bounce(reply: object) -> tuple[int | None, str | None]:
     reply code alone decides then."""
     if not isinstance(reply, list | tuple) or len(reply) != 3 or reply[0] not in _RECIPIENT_STAGES:
         return None, None
+    # Imported here: it loads the events store (SQLAlchemy), which a publish's channel would
+    # otherwise load before its worker processes are started.
+    from pipeline.bounces.classify import enhanced_code
+
     _, code, text = reply
     status = enhanced_code(str(text).split(maxsplit=1)[0]) if str(text).strip() else None
     if status is not None and status[0] != str(code)[:1]:

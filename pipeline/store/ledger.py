@@ -10,7 +10,7 @@ back and claims the next rows at once); each is still committed before the send 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,13 +236,15 @@ class Ledger:
         return self._write(self._insert_ignore().values(**values)) > 0
 
     def plan_recipients(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool,
-                        topics: tuple[str, ...] = (), about: tuple[str, ...] = ()) -> int:
+                        topics: tuple[str, ...] = (), about: tuple[str, ...] = (),
+                        after: str | None = None, upto: str | None = None) -> int:
         """One `pending` row per active subscriber without a row yet, in one statement (no
         subscriber is loaded into memory). Keys are `key_prefix + address`.
 
         `topics` are the topics readers may choose (`subscribe.topics`) and `about` those of
         them the edition is about: a reader who chose topics gets the edition only if it is about
-        one of them; a reader who chose none gets everything."""
+        one of them; a reader who chose none gets everything. `after` and `upto`: only the
+        subscribers whose `email_key` is above `after` and at most `upto` (a chunk)."""
         now = _now()
         source = select(
             (literal(key_prefix) + subscribers.c.email_key).label("key"), literal(channel),
@@ -250,11 +252,42 @@ class Ledger:
             literal(dry_run), literal(Status.PENDING.value), literal(0), literal(0), literal(now),
             literal(now),
         ).where(subscribers.c.status == SubscriberStatus.ACTIVE)
+        if after is not None:
+            source = source.where(subscribers.c.email_key > after)
+        if upto is not None:
+            source = source.where(subscribers.c.email_key <= upto)
         if topics:
             source = source.where(or_(not_(_has_any(topics)), _has_any(about)))
         cols = ["key", "channel", "edition", "kind", "recipient", "part", "dry_run", "status",
                 "attempts", "resends", "created_at", "updated_at"]
         return self._write(self._insert_ignore().from_select(cols, source))
+
+    def planning(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool,
+                 topics: tuple[str, ...] = (), about: tuple[str, ...] = (),
+                 planned: Callable[[int], None] = lambda count: None) -> Iterator[tuple[str, Recipient]]:
+        """`plan_recipients`, then `pending_recipients`, overlapped: the rows are planned a chunk
+        at a time on a thread of their own, and each chunk's pending rows are read once its
+        commit is done, so that the first messages go out while the rest are planned.
+        `planned(count)` is told each chunk's new rows. Only rows that exist are read (and so
+        claimed and sent); a run killed half-way leaves planned rows, which the next one's
+        planning skips and its reading sends."""
+        plan = _ChunkedPlan(self, dict(channel=channel, edition=edition, key_prefix=key_prefix,
+                                       dry_run=dry_run, topics=topics, about=about), planned)
+        return plan.recipients(channel=channel, edition=edition, dry_run=dry_run, key_prefix=key_prefix)
+
+    def _chunk_end(self, after: str | None, size: int) -> str | None:
+        """The `email_key` of the `size`-th active subscriber after `after`, in the byte order of
+        the edition's keys (None: fewer are left, or the database orders them otherwise)."""
+        if self.engine.dialect.name != "sqlite":
+            # Only SQLite's index on email_key is in the keys' byte order (PostgreSQL's follows
+            # the server's collation): elsewhere the edition is planned in one chunk.
+            return None
+        query = (select(subscribers.c.email_key).where(subscribers.c.status == SubscriberStatus.ACTIVE)
+                 .order_by(subscribers.c.email_key).offset(size - 1).limit(1))
+        if after is not None:
+            query = query.where(subscribers.c.email_key > after)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def _insert_ignore(self):  # type: ignore[no-untyped-def]
         # Each dialect's module is imported when used: PostgreSQL's costs every run 40 ms.
@@ -347,19 +380,21 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     def pending_recipients(self, *, channel: str, edition: str, dry_run: bool, page: int = 500,
-                           now: datetime | None = None) -> Iterator[tuple[str, Recipient]]:
+                           now: datetime | None = None, after: str | None = None,
+                           upto: str | None = None) -> Iterator[tuple[str, Recipient]]:
         """(key, recipient) of due pending email rows whose subscriber is still active, in key
-        order, a page at a time."""
+        order, a page at a time; only keys above `after` and at most `upto`, when given."""
         now = now or _now()
-        last = key_prefix(channel, edition, dry_run=dry_run)
-        end = last + "\U0010ffff"      # the edition's keys are the range (prefix, prefix + max)
+        last = after or key_prefix(channel, edition, dry_run=dry_run)
+        end = key_prefix(channel, edition, dry_run=dry_run) + "\U0010ffff"   # the edition's keys
         join = deliveries.join(subscribers, subscribers.c.email_key == deliveries.c.recipient)
         while True:
             query = (select(deliveries.c.key, subscribers.c.email, subscribers.c.name,
                             subscribers.c.uid).select_from(join)
                      .where(deliveries.c.channel == channel, deliveries.c.edition == edition,
                             deliveries.c.dry_run == dry_run, deliveries.c.status == Status.PENDING,
-                            deliveries.c.key > last, deliveries.c.key < end,
+                            deliveries.c.key > last,
+                            deliveries.c.key < end if upto is None else deliveries.c.key <= upto,
                             subscribers.c.status == SubscriberStatus.ACTIVE,
                             or_(deliveries.c.next_attempt_at.is_(None),
                                 deliveries.c.next_attempt_at <= now))
@@ -495,3 +530,65 @@ def edition_tally(engine: Engine, *, channel: str, edition: str, dry_run: bool =
         rows = conn.execute(query).all()
     return EditionTally(counts={r.status: r.n for r in rows},
                         last_sent=max((r.sent for r in rows if r.sent is not None), default=None))
+
+
+# Subscribers planned per chunk: the first chunk small, so that sending starts at once, then
+# doubling up to `CHUNK`, small enough that a claim waiting for a chunk's commit finds the
+# workers still busy with what they were given.
+FIRST_CHUNK, CHUNK = 250, 2000
+
+
+class _ChunkedPlan:
+    """An edition's recipient rows planned chunk by chunk (`Ledger.planning`) on a thread, and
+    read back behind it. A chunk is the active subscribers up to some `email_key`; its rows are
+    read once it is committed, as the key range up to `key_prefix + that email_key`."""
+
+    def __init__(self, ledger: Ledger, plan: dict[str, object],
+                 planned: Callable[[int], None]) -> None:
+        self.ledger, self.plan, self.planned = ledger, plan, planned
+        self.changed = threading.Condition()
+        self.reached: str | None = None     # the email_key every committed chunk is at most
+        self.done = False                   # every chunk committed (or planning failed)
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def _run(self) -> None:
+        after, size = None, FIRST_CHUNK
+        try:
+            while not self.cancelled:
+                upto = self.ledger._chunk_end(after, size)
+                self.planned(self.ledger.plan_recipients(**self.plan, after=after, upto=upto))  # type: ignore[arg-type]
+                with self.changed:
+                    self.reached, self.done = upto, upto is None
+                    self.changed.notify_all()
+                if upto is None:
+                    return
+                after, size = upto, min(size * 2, CHUNK)
+        except BaseException as exc:
+            with self.changed:
+                self.error, self.done = exc, True
+                self.changed.notify_all()
+
+    def recipients(self, *, channel: str, edition: str, dry_run: bool,
+                   key_prefix: str) -> Iterator[tuple[str, Recipient]]:
+        """The pending rows, chunk by chunk as they are committed, in key order."""
+        thread = threading.Thread(target=self._run, name=f"plan-{channel}", daemon=True)
+        thread.start()
+        read: str | None = None                 # the email_key the rows read so far are at most
+        try:
+            while True:
+                with self.changed:
+                    self.changed.wait_for(lambda seen=read: self.done or self.reached != seen)
+                    if self.error is not None:
+                        raise self.error
+                    upto, last = self.reached, self.done
+                yield from self.ledger.pending_recipients(
+                    channel=channel, edition=edition, dry_run=dry_run,
+                    after=None if read is None else key_prefix + read,
+                    upto=None if last else key_prefix + upto)  # type: ignore[operator]
+                if last:
+                    return
+                read = upto
+        finally:
+            self.cancelled = True
+            thread.join()
