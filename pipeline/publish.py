@@ -25,7 +25,7 @@ from pipeline.channels.registry import CHANNELS, build_channel
 from pipeline.channels.smtp_session import envelope_address
 from pipeline.config import BounceSettings, Config
 from pipeline.errors import ChannelError, PipelineError
-from pipeline.models import Delivery, Edition, Post, Receipt, Recipient, Rendered, Snippet, Status
+from pipeline.models import Delivery, Edition, Post, Receipt, Rendered, Snippet, Status
 from pipeline.plan import article_key, key_prefix, select_posts, social_key
 
 # The reading, rendering and database modules (SQLAlchemy, the renderers: half a second) are
@@ -259,7 +259,7 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
         item = render_post(post, config)
     before = ledger.edition_counts(channel=channel.name, edition=slug, dry_run=dry_run)
     planned = 0         # new rows, all pending: the count after planning without a second scan
-    recipients: Iterator[tuple[str, Recipient]] | None = None
+    recipients: Iterator[tuple[str, str, str | None, str]] | None = None
     if "email" in channel.kinds:
         topics = tuple(config.subscribe.topics)
         about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in post.tags})
@@ -318,10 +318,11 @@ def _networks(channel: Channel, item: Rendered) -> list[str]:
 
 def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, *, dry_run: bool,
             now: datetime, unfilled: bool = False,
-            recipients: Iterator[tuple[str, Recipient]] | None = None) -> Iterator[Delivery | Email]:
-    """Email deliveries for the pending recipients (`recipients`, else read from the ledger):
-    the edition compiled and serialized once, each message filled in for its recipient;
-    `unfilled`: left to the channel's workers."""
+            recipients: Iterator[tuple[str, str, str | None, str]] | None = None,
+            ) -> Iterator[Delivery | Email]:
+    """Email deliveries for the pending recipients (`recipients`, the ledger's (key, email, name,
+    uid) rows, else read from the ledger): the edition compiled and serialized once, each message
+    filled in for its recipient; `unfilled`: left to the channel's workers."""
     from pipeline.channels.pump import Email
     from pipeline.render.mime import MessageTemplate, list_headers
     from pipeline.store.subscribers import state_secret, token
@@ -339,31 +340,22 @@ def _emails(config: Config, channel: Channel, edition: Edition, ledger: Ledger, 
     per_recipient = bool(bounce_address and config.bounces.verp)
     common = bounce_address or envelope_address(sender)
     if recipients is None:
-        recipients = ledger.pending_recipients(channel=channel.name, edition=edition.key, dry_run=dry_run)
-    for key, recipient in recipients:
-        values = _values(config, recipient, token(recipient.uid, recipient.email, secret))
-        email = Email(key=key, channel=channel.name, edition=edition.key, recipient=recipient.email,
-                       envelope_from=(verp.envelope(bounce_address, recipient.uid, edition.key)
-                                      if per_recipient else common),
-                       values=values,
-                       list_unsubscribe=_list_unsubscribe(config, values["unsubscribe_url"], recipient),
-                       template=template)
+        recipients = ledger.pending_rows(channel=channel.name, edition=edition.key, dry_run=dry_run)
+    # Looked up once: this loop runs once per subscriber.
+    base, fallback, mailto = unsubscribe.base_url, config.email.name_fallback, unsubscribe.mailto
+    channel_name, edition_key = channel.name, edition.key
+    for key, address, name, uid in recipients:
+        tok = token(uid, address, secret)
+        unsubscribe_url = f"{base}/unsubscribe/{tok}"
+        email = Email(key=key, channel=channel_name, edition=edition_key, recipient=address,
+                      envelope_from=(verp.envelope(bounce_address, uid, edition_key)
+                                     if per_recipient else common),
+                      values={"name": name or fallback, "email": address, "unsubscribe_url": unsubscribe_url,
+                              "manage_url": f"{base}/manage/{tok}"},
+                      list_unsubscribe=(f"<{unsubscribe_url}>, <mailto:{mailto}?subject=unsubscribe%20{tok}>"
+                                        if mailto else f"<{unsubscribe_url}>"),
+                      template=template)
         yield email if unfilled else email.delivery()
-
-
-def _values(config: Config, recipient: Recipient, tok: str) -> dict[str, str]:
-    """A subscriber's placeholder values: the unsubscribe and manage links carry their token."""
-    base = config.unsubscribe.base_url
-    return {"name": recipient.name or config.email.name_fallback, "email": recipient.email,
-            "unsubscribe_url": f"{base}/unsubscribe/{tok}", "manage_url": f"{base}/manage/{tok}"}
-
-
-def _list_unsubscribe(config: Config, url: str, recipient: Recipient) -> str:
-    targets = [f"<{url}>"]
-    if config.unsubscribe.mailto:
-        tok = url.rsplit("/", 1)[-1]
-        targets.append(f"<mailto:{config.unsubscribe.mailto}?subject=unsubscribe%20{tok}>")
-    return ", ".join(targets)
 
 
 def sender_domain(sender: str, config: Config) -> str:

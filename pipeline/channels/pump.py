@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from tenacity import RetryCallState, Retrying
 
 from pipeline.errors import ChannelError
-from pipeline.models import Delivery, Receipt, Status
+from pipeline.models import Delivery, Status
 from pipeline.render.mime import MessageTemplate
 from pipeline.store.ledger import Ledger
 
@@ -63,7 +63,7 @@ class Email:
 GATHER = 0.002      # seconds a pump with full queues lets answers gather before it reads them
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class _Claim:
     """A delivery this run holds `sending`, from the commit that claimed it to the one that
     records its result."""
@@ -117,7 +117,7 @@ class Pump:
         self.halt = threading.Event()                     # a fatal error: the channel stops
         self.fresh: deque[_Claim] = deque()               # claimed, not handed over yet
         self.later: list[tuple[float, int, _Claim]] = []  # retries, by due time
-        self.answered: list[Receipt] = []                 # 250s not recorded yet
+        self.answered: list[tuple[str, str | None, str | None]] = []   # 250s not recorded yet
         self.held = 0                                     # rows claimed and not recorded
         self.more = True                                  # the source may have more
 
@@ -154,11 +154,12 @@ class Pump:
             wanted = self.cap - self.held + len(self.answered)
             fresh = list(itertools.islice(source, wanted))
             self.more = len(fresh) == wanted
+            keys = [d.key for d in fresh]
             if self.journal is not None:
-                self.journal.claim([d.key for d in fresh])
+                self.journal.claim(keys)
             with self.ledger.batch() as batch:
-                batch.succeed(self.answered)
-                taken = batch.begin_all([d.key for d in fresh])
+                batch.succeed_rows(self.answered)
+                taken = batch.begin_all(keys)
             claimed = [d for d in fresh if d.key in taken]
             self._recorded()
             now, limit = time.monotonic(), self.channel.limit
@@ -171,7 +172,7 @@ class Pump:
     def _record(self) -> None:
         if self.answered:
             with self.ledger.batch() as batch:
-                batch.succeed(self.answered)
+                batch.succeed_rows(self.answered)
             self._recorded()
 
     def _recorded(self) -> None:
@@ -235,7 +236,7 @@ class Pump:
     def _answer(self, claim: _Claim, outcome: tuple[object, ...]) -> None:
         delivery = claim.delivery
         try:
-            self.answered.append(self.channel.receipt(delivery.key, outcome))
+            self.answered.append(self.channel.sent_row(delivery.key, outcome))
             return
         except ChannelError as exc:
             if self.retryable(exc) and again(self.retrying, claim.attempts):
@@ -260,7 +261,7 @@ class Pump:
                     for outcome in lane.worker.collect():
                         claim = lane.sent.popleft()
                         if outcome[0] == "ok":
-                            self.answered.append(self.channel.receipt(claim.delivery.key, outcome))
+                            self.answered.append(self.channel.sent_row(claim.delivery.key, outcome))
                 lane.worker.abandon()
             self._record()
             self._drop_waiting()

@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from sqlalchemy import (
+    Connection,
     Engine,
+    Integer,
     and_,
     bindparam,
     false,
@@ -72,6 +75,16 @@ class _Prepared:
         self._row = [self.defaults.get(name) for name in self.order or ()]
         self._at = {name: [i for i, n in enumerate(self.order or ()) if n == name] for name in self.defaults}
 
+    def many(self, names: tuple[str, ...], rows: list[tuple[object, ...]]) -> list:  # type: ignore[type-arg]
+        """The driver's parameters for each of `rows`, the values of `names` in that order."""
+        if not self.order:
+            return [{**self.defaults, **dict(zip(names, row, strict=True))} for row in rows]
+        # Each row extended by the defaults, and its values picked in the statement's order.
+        extended = [*names, *self.defaults]
+        consts = tuple(self.defaults.values())
+        pick = itemgetter(*(extended.index(name) for name in self.order))
+        return [pick(row + consts) for row in rows]
+
     def args(self, values: dict[str, object]):  # type: ignore[no-untyped-def]
         if not self.order:
             return {**self.defaults, **values}
@@ -109,6 +122,51 @@ class _BeginAll:
         return {row[0] for row in cursor.fetchall()}
 
 
+def _pending_query(*, bounded: bool):  # type: ignore[no-untyped-def]
+    """`Ledger.pending_rows`' page: keys above `last` and below `end` (at most `end`: `bounded`)."""
+    d, s = deliveries.c, subscribers.c
+    return (select(d.key, s.email, s.name, s.uid)
+            .select_from(deliveries.join(subscribers, s.email_key == d.recipient))
+            .where(d.channel == bindparam("channel"), d.edition == bindparam("edition"),
+                   d.dry_run == bindparam("dry_run"), d.status == Status.PENDING.value,
+                   d.key > bindparam("last"),
+                   d.key <= bindparam("end") if bounded else d.key < bindparam("end"),
+                   s.status == SubscriberStatus.ACTIVE.value,
+                   or_(d.next_attempt_at.is_(None), d.next_attempt_at <= bindparam("now")))
+            .order_by(d.key).limit(bindparam("page", type_=Integer)))
+
+
+class _Select:
+    """A SELECT compiled once and run on the driver's cursor, its rows the driver's tuples (it
+    selects only strings, which need no conversion). Its parameters go through their column
+    types' bind processors (a timestamp as SQLite stores it), once per call, not per row."""
+
+    def __init__(self, statement, dialect) -> None:  # type: ignore[no-untyped-def]
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.order = compiled.positiontup
+        self.defaults = dict(compiled.params)
+        self.process = {name: bind.type.bind_processor(dialect) for name, bind in compiled.binds.items()}
+
+    def fetch(self, engine: Engine, conn: Connection, values: Mapping[str, object]) -> list[tuple]:  # type: ignore[type-arg]
+        params: dict[str, object] = {}
+        for name, value in {**self.defaults, **values}.items():
+            process = self.process.get(name)
+            params[name] = process(value) if process else value
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, tuple(params[n] for n in self.order) if self.order else params)
+            return cursor.fetchall()
+        except Exception as exc:
+            # The driver's own errors bypass SQLAlchemy's translation.
+            error = state_error(engine, exc)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            cursor.close()
+
+
 class LedgerBatch:
     """The writes of one `Ledger.batch` transaction, on the driver's cursor: nothing is
     committed until the batch ends."""
@@ -133,9 +191,12 @@ class LedgerBatch:
 
     def succeed(self, receipts: Iterable[Receipt]) -> None:
         """As `Ledger.succeed`, for each receipt."""
-        rows = [self._succeed.args({"k": r.key, "rid": r.remote_id, "url": r.url}) for r in receipts]
-        if rows:
-            self._cursor.executemany(self._succeed.sql, rows)
+        self.succeed_rows([(r.key, r.remote_id, r.url) for r in receipts])
+
+    def succeed_rows(self, sent: list[tuple[str, str | None, str | None]]) -> None:
+        """`succeed` from (key, remote id, url) tuples: a publisher records thousands a second."""
+        if sent:
+            self._cursor.executemany(self._succeed.sql, self._succeed.many(("k", "rid", "url"), sent))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +243,8 @@ class Ledger:
         self._begin = _Prepared(_BEGIN, engine.dialect)
         self._succeed = _Prepared(_SUCCEED, engine.dialect)
         self._begin_all = _BeginAll(engine.dialect)
+        self._pending = (_Select(_pending_query(bounded=False), engine.dialect),
+                         _Select(_pending_query(bounded=True), engine.dialect))
 
     def _fast(self, prepared: _Prepared, values: dict[str, object]) -> int:
         """Run a prepared statement on the write connection's driver cursor and commit."""
@@ -264,8 +327,9 @@ class Ledger:
 
     def planning(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool,
                  topics: tuple[str, ...] = (), about: tuple[str, ...] = (),
-                 planned: Callable[[int], None] = lambda count: None) -> Iterator[tuple[str, Recipient]]:
-        """`plan_recipients`, then `pending_recipients`, overlapped: the rows are planned a chunk
+                 planned: Callable[[int], None] = lambda count: None,
+                 ) -> Iterator[tuple[str, str, str | None, str]]:
+        """`plan_recipients`, then `pending_rows`, overlapped: the rows are planned a chunk
         at a time on a thread of their own, and each chunk's pending rows are read once its
         commit is done, so that the first messages go out while the rest are planned.
         `planned(count)` is told each chunk's new rows. Only rows that exist are read (and so
@@ -384,28 +448,28 @@ class Ledger:
                            upto: str | None = None) -> Iterator[tuple[str, Recipient]]:
         """(key, recipient) of due pending email rows whose subscriber is still active, in key
         order, a page at a time; only keys above `after` and at most `upto`, when given."""
-        now = now or _now()
-        last = after or key_prefix(channel, edition, dry_run=dry_run)
-        end = key_prefix(channel, edition, dry_run=dry_run) + "\U0010ffff"   # the edition's keys
-        join = deliveries.join(subscribers, subscribers.c.email_key == deliveries.c.recipient)
+        for key, email, name, uid in self.pending_rows(channel=channel, edition=edition, dry_run=dry_run,
+                                                       page=page, now=now, after=after, upto=upto):
+            yield key, Recipient(email=email, name=name, uid=uid)
+
+    def pending_rows(self, *, channel: str, edition: str, dry_run: bool, page: int = 500,
+                     now: datetime | None = None, after: str | None = None,
+                     upto: str | None = None) -> Iterator[tuple[str, str, str | None, str]]:
+        """`pending_recipients` as the driver's rows, (key, email, name, uid): what a publisher
+        reads 100,000s of, without a Row or a Recipient per row."""
+        prefix = key_prefix(channel, edition, dry_run=dry_run)
+        values: dict[str, object] = {
+            "channel": channel, "edition": edition, "dry_run": dry_run, "now": now or _now(),
+            "last": after or prefix, "page": page,
+            "end": prefix + "\U0010ffff" if upto is None else upto}     # the edition's keys
+        query = self._pending[upto is not None]
         while True:
-            query = (select(deliveries.c.key, subscribers.c.email, subscribers.c.name,
-                            subscribers.c.uid).select_from(join)
-                     .where(deliveries.c.channel == channel, deliveries.c.edition == edition,
-                            deliveries.c.dry_run == dry_run, deliveries.c.status == Status.PENDING,
-                            deliveries.c.key > last,
-                            deliveries.c.key < end if upto is None else deliveries.c.key <= upto,
-                            subscribers.c.status == SubscriberStatus.ACTIVE,
-                            or_(deliveries.c.next_attempt_at.is_(None),
-                                deliveries.c.next_attempt_at <= now))
-                     .order_by(deliveries.c.key).limit(page))
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-            for key, email, name, uid in rows:      # unpacked: a publisher reads 100,000s of them
-                yield key, Recipient(email=email, name=name, uid=uid)
+                rows = query.fetch(self.engine, conn, values)
+            yield from rows
             if len(rows) < page:
                 return
-            last = rows[-1][0]
+            values["last"] = rows[-1][0]
 
     def edition_counts(self, *, channel: str, edition: str, dry_run: bool = False) -> dict[str, int]:
         """Status -> count for one channel and edition (a range of the primary key)."""
@@ -570,8 +634,8 @@ class _ChunkedPlan:
                 self.changed.notify_all()
 
     def recipients(self, *, channel: str, edition: str, dry_run: bool,
-                   key_prefix: str) -> Iterator[tuple[str, Recipient]]:
-        """The pending rows, chunk by chunk as they are committed, in key order."""
+                   key_prefix: str) -> Iterator[tuple[str, str, str | None, str]]:
+        """The pending rows (`Ledger.pending_rows`), chunk by chunk as they are committed, in key order."""
         thread = threading.Thread(target=self._run, name=f"plan-{channel}", daemon=True)
         thread.start()
         read: str | None = None                 # the email_key the rows read so far are at most
@@ -582,7 +646,7 @@ class _ChunkedPlan:
                     if self.error is not None:
                         raise self.error
                     upto, last = self.reached, self.done
-                yield from self.ledger.pending_recipients(
+                yield from self.ledger.pending_rows(
                     channel=channel, edition=edition, dry_run=dry_run,
                     after=None if read is None else key_prefix + read,
                     upto=None if last else key_prefix + upto)  # type: ignore[operator]
