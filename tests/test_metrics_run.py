@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,26 @@ def scrape_when_up(url: str, daemon: subprocess.Popen[str]) -> Samples:
             for family in text_string_to_metric_families(response.text) for s in family.samples}
 
 
+def started_line(daemon: subprocess.Popen[str]) -> str:
+    """The daemon's "Running the timetable" line, printed once its scheduler runs (after it took
+    the lock, which the leader metric already shows: a SIGTERM in between stops it unannounced).
+    Read on a thread, so that a daemon that never says it fails the test instead of hanging it."""
+    found: list[str] = []
+
+    def read() -> None:
+        assert daemon.stdout is not None
+        for line in daemon.stdout:
+            if line.startswith("Running the timetable"):
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(DEADLINE)
+    assert found, f"the daemon did not say it runs within {DEADLINE:.0f} s"
+    return found[0]
+
+
 def test_the_daemon_serves_its_metrics_and_names_itself_leader(project):
     config = with_entry(project)
     port = free_port()
@@ -70,11 +91,12 @@ def test_the_daemon_serves_its_metrics_and_names_itself_leader(project):
         assert samples[("pipeline_timetable_max_lateness_seconds", (("entry", "new-year"),))] == 60
         assert ("pipeline_timetable_last_due_timestamp_seconds", (("entry", "new-year"),)) in samples
         assert samples[("process_start_time_seconds", ())] > 0
+        started = started_line(daemon)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=DEADLINE)
+        _, err = daemon.communicate(timeout=DEADLINE)
     assert daemon.returncode == 0, err
-    assert f"Metrics: http://127.0.0.1:{port}/metrics" in out
+    assert f"Metrics: http://127.0.0.1:{port}/metrics" in started
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
