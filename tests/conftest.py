@@ -204,3 +204,17 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
                               env=full_env, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def engine(config: Config):  # type: ignore[no-untyped-def]
+    """The state database of the test project (SQLite, or PostgreSQL in `state_backends` modules)."""
+    return engine_for(config)
+
+
+@pytest.fixture
+def ledger(engine) -> Iterator[Ledger]:  # type: ignore[no-untyped-def]
+    """A Ledger on that database, closed after the test."""
+    ledger = Ledger(engine)
+    yield ledger
+    ledger.close()

@@ -9,24 +9,11 @@ import pytest
 
 from pipeline.models import Receipt, Status
 from pipeline.store import subscribers as store
-from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
 
 pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
 PREFIX = "news:ed:"
-
-
-@pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
-@pytest.fixture
-def ledger(engine):
-    ledger = Ledger(engine)
-    yield ledger
-    ledger.close()
 
 
 def _social(ledger: Ledger, key: str = "k", *, channel: str = "c", edition: str = "ed",

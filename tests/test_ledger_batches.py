@@ -15,22 +15,9 @@ from sqlalchemy import text
 from pipeline.channels.smtp_journal import Journal, channel_folder, discard, evidence
 from pipeline.channels.smtp_session import journal_line
 from pipeline.models import Receipt, Status
-from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Evidence, Ledger
 
 pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
-
-
-@pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
-@pytest.fixture
-def ledger(engine):
-    ledger = Ledger(engine)
-    yield ledger
-    ledger.close()
 
 
 def _plan(ledger: Ledger, *keys: str) -> None:

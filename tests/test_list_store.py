@@ -28,11 +28,6 @@ NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-for-tests"
 
 
-@pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
 def _status(engine, address: str) -> str:
     found = store.find(engine, address=address)
     assert found is not None

@@ -32,11 +32,6 @@ ADA, BOB, CY = "Ada@example.com", "bob@example.com", "cy@example.com"
 
 
 @pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
-@pytest.fixture
 def subscribed(engine):
     """Three subscribers: two with a name, one without."""
     store.upsert(engine, "Ada@Example.com", "Ada")

@@ -11,22 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from pipeline.models import Receipt, Status
-from pipeline.store.engine import engine_for
-from pipeline.store.ledger import Ledger
 
 pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
-
-
-@pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
-@pytest.fixture
-def ledger(engine):
-    ledger = Ledger(engine)
-    yield ledger
-    ledger.close()
 
 
 def _rows(engine) -> dict[str, tuple[str, int]]:  # type: ignore[no-untyped-def]

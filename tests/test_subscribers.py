@@ -24,11 +24,6 @@ pytestmark = pytest.mark.state_backends     # each test on SQLite and on Postgre
 COUNTS_ZERO = dict(added=0, updated=0, unchanged=0, kept_unsubscribed=0, resubscribed=0)
 
 
-@pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
 def _csv(tmp_path: Path, text: str, name: str = "subscribers.csv", *, encoding: str = "utf-8") -> Path:
     path = tmp_path / name
     path.write_bytes(text.encode(encoding))

@@ -39,11 +39,6 @@ def serve() -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
-def engine(config):
-    return engine_for(config)
-
-
-@pytest.fixture
 def people(engine) -> dict[str, store.Subscriber]:
     assert store.upsert(engine, ADA, "Ada", ("news",)) == "added"
     assert store.upsert(engine, BOB, "Bob") == "added"
