@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from pipeline.config import Config
 from pipeline.models import Post, Status
 from pipeline.plan import publishable
+from pipeline.store.changes import ChangeMark
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import EditionTally, edition_tally
 from pipeline.store.runs import digest_of
@@ -77,26 +78,14 @@ class LedgerCache:
     """`Tallies` kept while the state database is unchanged, for a page that answers many
     requests. Thread-safe; `close()` lets go of the connection it keeps.
 
-    A SQLite database has changed when `PRAGMA data_version`, asked on a connection kept for
-    nothing else, has moved: SQLite moves it whenever another connection commits, in this
-    process or any other (a `pipeline publish` running beside the page), and reading it costs
-    no read of the data. The files' modification times and sizes can miss a commit made within
-    the same clock tick (coarse file-system clocks, a WAL that was reset to the same size), and
-    max(updated_at) would need an index or a pass over the table.
-
-    A PostgreSQL database has changed when `pg_current_snapshot()` has: a snapshot (xmin, xmax,
-    the transactions in progress) says exactly which transactions are visible, so any commit
-    since the last one moves it, and asking costs the same at a million rows as at none. It
-    moves for the server's other databases too (transaction ids are the whole server's), which
-    costs a needless read, never a stale one. Counting rows through `pg_stat_*` was not taken:
-    statistics reach the shared view up to a second after the commit. Nor a counter the
-    ledger's writes bump: every send of every worker would update the same row.
+    The database has changed when its change mark (`store/changes.py`: SQLite's data_version,
+    PostgreSQL's current snapshot) has moved, which costs the same at a million rows as at none.
     Other databases have no such cheap signal: there, tallies last one request.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._probe: Connection | None = None
+        self._mark: ChangeMark | None = None
         self._tallies: Tallies | None = None
         self._version: int | str | None = None
 
@@ -105,7 +94,10 @@ class LedgerCache:
         since they were made (the version is read before any tally, so a commit during the
         reads makes the next call read again)."""
         with self._lock:
-            version = self._version_of(engine)
+            if self._mark is None or self._mark.engine is not engine:
+                self._drop_mark()
+                self._mark = ChangeMark(engine)
+            version = self._mark.read()
             tallies = self._tallies
             if tallies is None or tallies.engine is not engine or version is None or version != self._version:
                 tallies = Tallies(engine)
@@ -115,29 +107,12 @@ class LedgerCache:
     def close(self) -> None:
         """Close the kept connection (the next `tallies` opens another)."""
         with self._lock:
-            self._drop_probe()
+            self._drop_mark()
 
-    def _drop_probe(self) -> None:
-        if self._probe is not None:
-            self._probe.close()
-        self._probe, self._version = None, None
-
-    def _version_of(self, engine: Engine) -> int | str | None:
-        """The data_version of a SQLite file's database, the current snapshot of a PostgreSQL
-        one; None for other databases."""
-        if engine.dialect.name == "postgresql":
-            query = "SELECT pg_current_snapshot()::text"
-        else:
-            path = engine.url.database if engine.dialect.name == "sqlite" else None
-            if not path or path == ":memory:":
-                return None      # one shared connection: data_version would not see its own writes
-            query = "PRAGMA data_version"
-        if self._probe is None or self._probe.engine is not engine:
-            self._drop_probe()
-            self._probe = engine.connect()
-        version = self._probe.exec_driver_sql(query).scalar()
-        self._probe.rollback()      # hold no read transaction: it would hide later commits
-        return version if isinstance(version, str) else int(version or 0)
+    def _drop_mark(self) -> None:
+        if self._mark is not None:
+            self._mark.close()
+        self._mark, self._version = None, None
 
 
 def post_states(config: Config, posts: Sequence[Post], *, now: datetime | None = None,
