@@ -10,12 +10,13 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from pipeline.store.schema import subscribers
 from pipeline.store.subscribers import (
     Subscriber,
     SubscriberStatus,
+    add_new,
     from_row,
     new_row,
     normalize,
@@ -48,13 +49,12 @@ def sign_up(engine: Engine, address: str, *, name: str | None = None, tags: tupl
     name = (name or "").strip()[:200] or None
     c = subscribers.c
     with engine.begin() as conn:
-        row = conn.execute(select(subscribers).where(c.email_key == email.lower())).first()
-        if row is None:
-            values = {**new_row(email, name, tags, source="form", now=now),
-                      "status": SubscriberStatus.PENDING, "consent_at": None, "consent_source": None,
-                      "consent_ip": ip_hash, "confirm_sent_at": now}
-            conn.execute(insert(subscribers).values(values))
-            row = conn.execute(select(subscribers).where(c.email_key == email.lower())).one()
+        # Inserted first: two sign-ups of one address at once wait for each other in the database.
+        added = add_new(conn, {**new_row(email, name, tags, source="form", now=now),
+                               "status": SubscriberStatus.PENDING, "consent_at": None,
+                               "consent_source": None, "consent_ip": ip_hash, "confirm_sent_at": now})
+        row = conn.execute(select(subscribers).where(c.email_key == email.lower())).one()
+        if added:
             return SignUp(subscriber=from_row(row), send_confirmation=True)
         if row.status in (SubscriberStatus.ACTIVE, SubscriberStatus.SUPPRESSED):
             return SignUp(subscriber=from_row(row), send_confirmation=False)

@@ -107,16 +107,22 @@ def upsert(engine: Engine, address: str, name: str | None = None, tags: tuple[st
 def _upsert(conn, email: str, name: str | None, tags: tuple[str, ...], *,  # type: ignore[no-untyped-def]
             resubscribe: bool, source: str | None) -> str:
     now = _now()
-    row = conn.execute(select(subscribers).where(subscribers.c.email_key == email.lower())).first()
     name = (name or "").strip() or None
-    if row is None:
-        conn.execute(insert(subscribers).values(new_row(email, name, tags, source=source, now=now)))
+    # Insert first, then read: two processes adding the same address at once then wait for each
+    # other in the database (a read first would let both see no row and one fail).
+    if add_new(conn, new_row(email, name, tags, source=source, now=now)):
         return "added"
+    row = conn.execute(select(subscribers).where(subscribers.c.email_key == email.lower())).one()
     outcome, changes = _changes(row, name, tags, resubscribe=resubscribe)
     if changes:
         conn.execute(update(subscribers).where(subscribers.c.id == row.id)
                      .values(**changes, updated_at=now))
     return outcome
+
+
+def add_new(conn: Connection, values: dict[str, object]) -> bool:
+    """Insert a subscriber unless its address is on the list already; whether it went in."""
+    return bool(conn.execute(insert_ignore(conn.engine, subscribers).values(values)).rowcount)
 
 
 def new_row(email: str, name: str | None, tags: tuple[str, ...], *, source: str | None,
@@ -443,11 +449,9 @@ def suppress(engine: Engine, address: str, *, reason: str) -> None:
     email = normalize(address)
     now = _now()
     with engine.begin() as conn:
-        done = conn.execute(update(subscribers).where(subscribers.c.email_key == email.lower()).values(
-            status=SubscriberStatus.SUPPRESSED, status_reason=reason[:500], unsubscribed_at=now,
-            updated_at=now))
-        if not done.rowcount:
-            conn.execute(insert(subscribers).values({
-                **new_row(email, None, (), source="cli", now=now), "status": SubscriberStatus.SUPPRESSED,
-                "status_reason": reason[:500], "unsubscribed_at": now, "consent_at": None,
-                "consent_source": None}))
+        if not add_new(conn, {**new_row(email, None, (), source="cli", now=now),
+                              "status": SubscriberStatus.SUPPRESSED, "status_reason": reason[:500],
+                              "unsubscribed_at": now, "consent_at": None, "consent_source": None}):
+            conn.execute(update(subscribers).where(subscribers.c.email_key == email.lower()).values(
+                status=SubscriberStatus.SUPPRESSED, status_reason=reason[:500], unsubscribed_at=now,
+                updated_at=now))
