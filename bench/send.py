@@ -24,15 +24,29 @@ saturates near 300 msgs/s and so cannot measure a fast sender (a warning says so
 The last line is `ratio <publish/baseline msgs/s> peak_rss_mb <tree peak of publish> baseline
 session-processes`.
 
+`--state postgresql` puts the state database on PostgreSQL (the server PIPELINE_TEST_DATABASE_URL
+names, else a throwaway cluster started as the tests start theirs, tests/pg_server.py), a new copy
+of the same database each round (CREATE DATABASE ... TEMPLATE). Each round then also runs publish
+on a SQLite state, and the table gives the ledger's cost per message on PostgreSQL against SQLite:
+the difference of the two publishes' seconds per message, and a direct measure of the ledger's
+statements alone (plan the rows; read them back; claim and record them in the pump's batches).
+`--workers 1,2` (PostgreSQL only) adds, per count K, `execution: workers`: publish defers the
+delivery jobs, then K `pipeline worker --until-idle` processes send them; timed from publish's
+start to the last worker's exit, as one process tree. The headline's ratio is then PostgreSQL
+publish (inline) against the baseline.
+
     python bench/send.py [--n 100000] [--rounds 3] [--connections 4]
+                         [--state sqlite|postgresql] [--workers 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -43,6 +57,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,6 +351,137 @@ def launcher(paths: list[Path]) -> None:
     print(total)
 
 
+def sent_in(config_path: Path) -> int:
+    state = state_of(config_path)
+    if "://" in state:
+        with contextlib.closing(pg_connect(state)) as db:
+            return db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(config_path.parent / state)) as db:
+        return db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+
+
+# -- a PostgreSQL state ----------------------------------------------------------------------
+
+STATE_LINE = re.compile(r"(?m)^state: (.*)$")
+
+
+def state_of(config_path: Path) -> str:
+    """The project's `state:` (a path relative to it, or a URL)."""
+    found = STATE_LINE.search(config_path.read_text(encoding="utf-8"))
+    assert found, f"{config_path} has no top-level `state:` line"
+    return str(json.loads(found[1])) if found[1].startswith('"') else found[1]
+
+
+def set_state(config_path: Path, url: str) -> None:
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(STATE_LINE.sub(lambda _: f"state: {json.dumps(url)}", text, count=1),
+                           encoding="utf-8")
+
+
+def pg_connect(url: str, *, database: str | None = None):  # type: ignore[no-untyped-def]
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                           password=parsed.password, dbname=database or parsed.database, autocommit=True)
+
+
+class PostgresCopies:
+    """A PostgreSQL server for the state (tests/pg_server.py's: PIPELINE_TEST_DATABASE_URL's, else a
+    throwaway cluster), a template database, and a new copy of it per round."""
+
+    def __init__(self) -> None:
+        from tests.pg_server import PostgresServer
+
+        self.server = PostgresServer.for_session()
+        self.template = self.server.create_database()
+        self._copies = 0
+
+    def describe(self) -> str:
+        with contextlib.closing(pg_connect(self.template)) as db:
+            version = db.execute("SHOW server_version").fetchone()[0].split()[0]
+            settings = {name: db.execute(f"SHOW {name}").fetchone()[0]
+                        for name in ("fsync", "synchronous_commit")}
+        where = "throwaway cluster" if self.server.dir else "given server"
+        return f"PostgreSQL {version} ({where}; " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ")"
+
+    def copy(self, config_path: Path) -> str:
+        """A new database copied from the template (no one may be connected to it), named in
+        `config_path`'s `state:`; its URL."""
+        from psycopg import sql
+        from sqlalchemy.engine import make_url
+
+        self._copies += 1
+        template = make_url(self.template)
+        name = f"{template.database}_copy{self._copies}"
+        with contextlib.closing(pg_connect(self.template, database="postgres")) as db:
+            db.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template.database)))
+        url = template.set(database=name).render_as_string(hide_password=False)
+        set_state(config_path, url)
+        return url
+
+    def drop(self, url: str) -> None:
+        self.server.drop_database(url)
+
+    def close(self) -> None:
+        self.server.drop_database(self.template)
+        self.server.stop()
+
+
+# -- execution: workers, and the ledger alone --------------------------------------------------
+
+
+def deliver_with_workers(count: int, config_path: Path) -> None:
+    """The workers side's command: `pipeline publish` (which defers the delivery jobs), then
+    `count` `pipeline worker --until-idle` processes at once, to the last one's exit."""
+    base = [sys.executable, "-m", "pipeline", "--config", str(config_path)]
+    subprocess.run([*base, "publish", SEED, "--channel", CHANNEL], check=True, stdout=subprocess.DEVNULL)
+    procs = [subprocess.Popen([*base, "worker", "--until-idle"], stdout=subprocess.DEVNULL)
+             for _ in range(count)]
+    failed = [p.returncode for p in procs if p.wait() != 0]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {count} workers failed ({failed})")
+
+
+LEDGER_BATCH = 256      # keys claimed (and answers recorded) per ledger transaction
+LEDGER_PHASES: dict[str, list[list[float]]] = {}   # side -> per round [plan, read, claim] seconds
+
+
+def ledger_alone(config_path: Path) -> None:
+    """Prints the seconds the ledger's statements of one send take on this copy, nothing else, as
+    `total plan read claim`: plan the edition's rows; read them back a page at a time; claim them
+    and record them sent in transactions of LEDGER_BATCH keys (the pump's pattern: each commit
+    records the last batch's answers and claims the next batch)."""
+    from pipeline.config import load_config
+    from pipeline.plan import key_prefix
+    from pipeline.store.engine import engine_for
+    from pipeline.store.ledger import Ledger
+
+    ledger = Ledger(engine_for(load_config(config_path)))
+    marks = [time.perf_counter()]
+    ledger.plan_recipients(channel=CHANNEL, edition=SEED, dry_run=False,
+                           key_prefix=key_prefix(CHANNEL, SEED, dry_run=False))
+    marks.append(time.perf_counter())
+    keys = [row[0] for row in ledger.pending_rows(channel=CHANNEL, edition=SEED, dry_run=False)]
+    marks.append(time.perf_counter())
+    answered: list[tuple[str, str | None, str | None]] = []
+    for start in range(0, len(keys), LEDGER_BATCH):
+        with ledger.batch() as batch:
+            batch.succeed_rows(answered)
+            taken = batch.begin_all(keys[start:start + LEDGER_BATCH])
+        answered = [(key, f"<{i}.{start}@bench>", None) for i, key in enumerate(sorted(taken))]
+    with ledger.batch() as batch:
+        batch.succeed_rows(answered)
+    marks.append(time.perf_counter())
+    ledger.close()
+    phases = [b - a for a, b in itertools.pairwise(marks)]
+    print(" ".join(f"{s:.6f}" for s in [marks[-1] - marks[0], *phases]))
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -347,36 +493,88 @@ def compile_bytecode() -> None:
     compileall.compile_dir(ROOT / "pipeline", quiet=1)
 
 
-def sent_in(config_path: Path) -> int:
-    import sqlite3
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """One thing timed each round: `run(round)` -> (seconds, tree peak MB); a table row `label`,
+    or none for a measure reported apart (`ledger-*`)."""
 
-    state = config_path.parent / "state" / "pipeline.sqlite3"
-    with contextlib.closing(sqlite3.connect(state)) as db:
-        return db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+    name: str
+    label: str
+    run: Callable[[int], tuple[float, float]]
 
 
-def rounds(template: Path, tmp: Path, shares: list[Path], n: int,
-           count: int) -> Iterator[tuple[str, float, float]]:
-    """(side, seconds, tree peak MB) for `count` paired rounds, the first side alternating."""
+def on_copy(template: Path, tmp: Path, name: str, pg: PostgresCopies | None,
+            body: Callable[[Path], tuple[float, float]]) -> tuple[float, float]:
+    """`body(config path)` on a new copy of the template project (and of its PostgreSQL
+    database when `pg`), removed afterwards."""
+    project = tmp / name
+    shutil.copytree(template, project)
+    url = pg.copy(project / "config.yaml") if pg else None
+    try:
+        return body(project / "config.yaml")
+    finally:
+        shutil.rmtree(project)
+        if pg and url:
+            pg.drop(url)
+
+
+def publish_side(name: str, label: str, template: Path, tmp: Path, n: int,
+                 pg: PostgresCopies | None, workers: int = 0) -> Side:
+    def body(config_path: Path) -> tuple[float, float]:
+        if workers:
+            command = [sys.executable, __file__, "--deliver", str(workers), str(config_path)]
+        else:
+            command = [sys.executable, "-m", "pipeline", "--config", str(config_path),
+                       "publish", SEED, "--channel", CHANNEL]
+        seconds, peak, _ = timed(command, cwd=ROOT)
+        if (sent := sent_in(config_path)) != n:
+            raise SystemExit(f"{name} sent {sent:,} of {n:,}")
+        return seconds, peak
+
+    return Side(name=name, label=label, run=lambda r: on_copy(template, tmp, f"{name}-{r}", pg, body))
+
+
+def ledger_side(name: str, template: Path, tmp: Path, pg: PostgresCopies | None,
+                phases: dict[str, list[list[float]]]) -> Side:
+    def body(config_path: Path) -> tuple[float, float]:
+        _, peak, out = timed([sys.executable, __file__, "--ledger", str(config_path)], cwd=ROOT)
+        total, *parts = map(float, out.split())
+        phases.setdefault(name, []).append(parts)
+        return total, peak
+
+    return Side(name=name, label="", run=lambda r: on_copy(template, tmp, f"{name}-{r}", pg, body))
+
+
+def baseline_side(shares: list[Path], n: int, connections: int) -> Side:
+    def run(_round: int) -> tuple[float, float]:
+        seconds, peak, out = timed([sys.executable, __file__, "--launch", *map(str, shares)], cwd=ROOT)
+        if int(out) != n:
+            raise SystemExit(f"the baseline sent {out.strip()} of {n:,}")
+        return seconds, peak
+
+    return Side(name="baseline", label=f"baseline: pipelined Session in {connections} processes, same bytes",
+                run=run)
+
+
+def rounds(sides: list[Side], n: int, count: int) -> Iterator[tuple[str, float, float]]:
+    """(side, seconds, tree peak MB) for `count` rounds of every side, the order reversed every
+    other round (with two sides: paired rounds, the first side alternating)."""
     for r in range(count):
-        for side in ("publish", "baseline") if r % 2 == 0 else ("baseline", "publish"):
-            if side == "publish":
-                project = tmp / f"publish-{r}"
-                shutil.copytree(template, project)
-                config_path = project / "config.yaml"
-                seconds, peak, _ = timed([sys.executable, "-m", "pipeline", "--config", str(config_path),
-                                          "publish", SEED, "--channel", CHANNEL], cwd=ROOT)
-                if (sent := sent_in(config_path)) != n:
-                    raise SystemExit(f"publish sent {sent:,} of {n:,}")
-                shutil.rmtree(project)
-            else:
-                seconds, peak, out = timed([sys.executable, __file__, "--launch",
-                                            *map(str, shares)], cwd=ROOT)
-                if int(out) != n:
-                    raise SystemExit(f"the baseline sent {out.strip()} of {n:,}")
-            print(f"  round {r + 1} {side:8} {seconds:7.2f} s  {n / seconds:7.0f} msgs/s  "
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            seconds, peak = side.run(r)
+            print(f"  round {r + 1} {side.name:8} {seconds:7.2f} s  {n / seconds:7.0f} msgs/s  "
                   f"{peak:5.0f} MB", file=sys.stderr, flush=True)
-            yield side, seconds, peak
+            yield side.name, seconds, peak
+
+
+def worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: worker process counts, e.g. 1,2")
+    return counts
 
 
 def main() -> None:
@@ -385,8 +583,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="paired rounds (at least 3; default 3)")
     parser.add_argument("--connections", type=int, default=4, help="SMTP connections (default 4)")
     parser.add_argument("--sink", choices=["auto", "smtp-sink", "aiosmtpd"], default="auto")
+    parser.add_argument("--state", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the state database (postgresql: also publish on SQLite, for the ledger's cost)")
+    parser.add_argument("--workers", type=worker_counts, default=[],
+                        help="with --state postgresql: also `execution: workers` with these numbers "
+                             "of worker processes, e.g. 1,2")
     parser.add_argument("--session", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--launch", type=Path, nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--deliver", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.session:
         session_process(args.session)
@@ -394,11 +599,20 @@ def main() -> None:
     if args.launch:
         launcher(args.launch)
         return
+    if args.deliver:
+        deliver_with_workers(int(args.deliver[0]), Path(args.deliver[1]))
+        return
+    if args.ledger:
+        ledger_alone(args.ledger)
+        return
     if args.rounds < 3:
         parser.error("--rounds: at least 3 paired rounds (a single run on a shared machine is noise)")
+    if args.workers and args.state != "postgresql":
+        parser.error("--workers: `execution: workers` needs a PostgreSQL state; add --state postgresql")
 
     port = free_port()
     sink_name, stop = start_sink(port, args.sink)
+    pg: PostgresCopies | None = None
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
@@ -409,10 +623,58 @@ def main() -> None:
             shutil.copytree(tmp / "template", render)
             shares, size = write_shares(render / "config.yaml", tmp, args.connections)
             shutil.rmtree(render)
-            results = list(rounds(tmp / "template", tmp, shares, args.n, args.rounds))
+            sides = [publish_side("publish", "", tmp / "template", tmp, args.n, None),
+                     baseline_side(shares, args.n, args.connections)]
+            if args.state == "postgresql":
+                pg = PostgresCopies()
+                sides = postgres_sides(args, tmp, pg, sides)
+                sink_name += f"; state: {pg.describe()}"
+            results = list(rounds(sides, args.n, args.rounds))
     finally:
         stop()
-    report(args, sink_name, size, results)
+        if pg:
+            pg.close()
+    if args.state == "postgresql":
+        report_postgres(args, sink_name, size, results, sides)
+    else:
+        report(args, sink_name, size, results)
+
+
+def postgres_sides(args: argparse.Namespace, tmp: Path, pg: PostgresCopies, sqlite: list[Side]) -> list[Side]:
+    """The template project on PostgreSQL (same subscribers' count), and the sides run on it."""
+    template = tmp / "template-pg"
+    shutil.copytree(tmp / "template", template, ignore=shutil.ignore_patterns("state"))
+    config_path = template / "config.yaml"
+    set_state(config_path, pg.template)
+    add_subscribers(config_path, args.n)
+    # The statistics a server's autovacuum would have gathered since the list was imported (the
+    # throwaway cluster runs without it); the copies inherit them. The rows a send plans have
+    # none until autovacuum comes by, on a real server too.
+    with contextlib.closing(pg_connect(pg.template)) as db:
+        db.execute("ANALYZE")
+    if args.workers:
+        with config_path.open("a", encoding="utf-8") as f:
+            f.write("\nexecution: workers\n")
+        # The procrastinate schema, where creating the state did not make it.
+        subprocess.run([sys.executable, "-m", "pipeline", "--config", str(config_path), "db", "upgrade"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        inline = tmp / "template-pg-inline"
+        shutil.copytree(template, inline)
+        text = (inline / "config.yaml").read_text(encoding="utf-8")
+        (inline / "config.yaml").write_text(text.replace("\nexecution: workers\n", "\n"), encoding="utf-8")
+    else:
+        inline = template
+    sqlite_publish = Side(name="sqlite", label="pipeline publish, state SQLite (inline)", run=sqlite[0].run)
+    sides = [publish_side("postgres", "pipeline publish, state PostgreSQL (inline)", inline, tmp, args.n, pg),
+             sqlite_publish]
+    # Each worker sends a job through the channel's own connections: K workers hold K x C.
+    sides += [publish_side(f"workers-{k}", f"execution: workers: publish, then {k} `pipeline worker "
+                                           f"--until-idle` ({k * args.connections} connections)",
+                           template, tmp, args.n, pg, workers=k)
+              for k in args.workers]
+    sides += [sqlite[1], ledger_side("ledger-pg", inline, tmp, pg, LEDGER_PHASES),
+              ledger_side("ledger-sqlite", tmp / "template", tmp, None, LEDGER_PHASES)]
+    return sides
 
 
 def report(args: argparse.Namespace, sink_name: str, size: int,
@@ -437,6 +699,46 @@ def report(args: argparse.Namespace, sink_name: str, size: int,
     console.print(table)
     console.print("publish/baseline msgs/s per round: " + ", ".join(f"{r:.2f}" for r in ratios))
     print(f"ratio {statistics.median(ratios):.2f} peak_rss_mb {peaks['publish']:.0f} "
+          "baseline session-processes")
+
+
+def report_postgres(args: argparse.Namespace, sink_name: str, size: int,
+                    results: list[tuple[str, float, float]], sides: list[Side]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    seconds = {side.name: [s for k, s, _ in results if k == side.name] for side in sides}
+    peaks = {side.name: max(p for k, _, p in results if k == side.name) for side in sides}
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    table = Table(title=f"{args.n:,} messages of {size / 1000:.1f} KB, {args.connections} connections, "
+                        f"sink: {sink_name}; median of {args.rounds} rounds")
+    for col in ("sender", "seconds", "msgs/s", "vs baseline", "tree peak RSS MB"):
+        table.add_column(col, justify="right")
+    for side in sides:
+        if side.label:
+            table.add_row(side.label, f"{median[side.name]:.2f}", f"{args.n / median[side.name]:.0f}",
+                          f"{median['baseline'] / median[side.name]:.2f}", f"{peaks[side.name]:.0f}")
+    ledger = Table(title="the ledger's cost per message, PostgreSQL against SQLite "
+                         f"(median of {args.rounds} rounds)")
+    for col in ("measure", "SQLite µs/msg", "PostgreSQL µs/msg", "PostgreSQL − SQLite µs/msg"):
+        ledger.add_column(col, justify="right")
+    for what, pg_side, lite_side in (("whole publish (inline)", "postgres", "sqlite"),
+                                     (f"ledger statements alone (plan, read, claim+record per "
+                                      f"{LEDGER_BATCH})", "ledger-pg", "ledger-sqlite")):
+        lite, post = (median[lite_side] / args.n * 1e6, median[pg_side] / args.n * 1e6)
+        ledger.add_row(what, f"{lite:.1f}", f"{post:.1f}", f"{post - lite:+.1f}")
+    for i, what in enumerate(("  of which: plan the rows (one INSERT ... SELECT)",
+                              "  of which: read them back (pages of 500)",
+                              f"  of which: claim + record sent ({LEDGER_BATCH} keys a commit)")):
+        lite, post = (statistics.median(p[i] for p in LEDGER_PHASES[side]) / args.n * 1e6
+                      for side in ("ledger-sqlite", "ledger-pg"))
+        ledger.add_row(what, f"{lite:.1f}", f"{post:.1f}", f"{post - lite:+.1f}")
+    ratios = [b / p for p, b in zip(seconds["postgres"], seconds["baseline"], strict=True)]
+    console = Console(width=140)
+    console.print(table)
+    console.print(ledger)
+    console.print("publish on PostgreSQL/baseline msgs/s per round: " + ", ".join(f"{r:.2f}" for r in ratios))
+    print(f"ratio {statistics.median(ratios):.2f} peak_rss_mb {peaks['postgres']:.0f} "
           "baseline session-processes")
 
 

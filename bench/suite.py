@@ -48,6 +48,9 @@ BENCHES = (
     Bench(name="render", script="render.py"),
     Bench(name="startup", script="startup.py"),
     Bench(name="send", script="send.py", sends=True),
+    # The same send with the state in PostgreSQL, inline and through 1 and 2 `pipeline worker`s.
+    Bench(name="send_postgresql", script="send.py",
+          args=("--n", "20000", "--state", "postgresql", "--workers", "1,2")),
     Bench(name="status", script="status.py"),
     Bench(name="import", script="import.py"),
     Bench(name="preview_page", script="preview_page.py"),

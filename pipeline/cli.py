@@ -16,6 +16,8 @@ from pipeline.errors import PipelineError
 # Each command imports what it uses: `pipeline --help` loads click alone, and `schedule` never
 # loads the renderers or the channel libraries (bench/startup.py measures this).
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import rich.table
     from rich.console import Console
 
@@ -529,9 +531,14 @@ def publish(obj: _Context, slugs: tuple[str, ...], channels: tuple[str, ...], dr
 
 
 def _progress():  # type: ignore[no-untyped-def]
-    """A rich progress bar fed by the publisher's progress callback (one task per channel)."""
+    """A rich progress bar fed by the publisher's progress callback (one task per channel); none
+    when stderr is not a terminal."""
     import contextlib
 
+    if not err.is_terminal:
+        # Into a file or a pipe (cron, systemd, a benchmark) a bar shows nothing, but it would
+        # still be redrawn ten times a second beside the send.
+        return contextlib.nullcontext(None)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -573,6 +580,12 @@ def _summary(reports) -> int:  # type: ignore[no-untyped-def]
         if r.error:
             say("error", r.error)
             code = 1
+        if r.jobs is not None:      # `execution: workers`: planned here, sent by `pipeline worker`s
+            out.print(f"{r.channel}: {r.total} planned, {r.jobs} job{'s' if r.jobs != 1 else ''} deferred "
+                      f"to the workers, {r.already_sent} already sent"
+                      + (f", {r.resent} left sending by a lost worker resent" if r.resent else "")
+                      + f" ({editions})")
+            continue
         if r.total == 0 and not r.error:
             out.print(f"{r.channel}: nothing to send for {editions}"
                       f" ({r.already_sent} already sent)")
@@ -595,7 +608,9 @@ def _summary(reports) -> int:  # type: ignore[no-untyped-def]
 @click.option("--dry-run", is_flag=True, help="show the dry-run ledger instead")
 @click.pass_obj
 def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
-    """Per post and channel: counts by status, resends, last errors, remote ids.
+    """Per post and channel: counts by status, resends, last errors, remote ids. With
+    `execution: workers`, also the delivery queue (jobs waiting, running, failed; the workers
+    alive), and `--json` gives {"deliveries": [...], "queue": {...}}.
 
     \b
     Example:
@@ -617,14 +632,22 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
         if r["status"] == "missed":
             say("warning", f"timetable entry {r['entry']}: the run due {r['fire_time']:%Y-%m-%d %H:%M} UTC "
                            f"was missed ({r['detail']})")
+    queue = _queue(obj.config, engine)
+    for warning in queue.warnings() if queue is not None else ():
+        say("warning", warning)
     if as_json:
+        # With `execution: workers`, an object: the ledger's rows and the delivery queue.
+        found = {"deliveries": rows, "queue": queue.as_dict() if queue is not None else None} \
+            if obj.config.execution == "workers" else rows
         # Colours only for a terminal: into a pipe the text is the same, and colouring a big
         # ledger's JSON took as long as reading it.
-        out.print_json(json.dumps(rows, default=str), highlight=out.is_terminal)
+        out.print_json(json.dumps(found, default=str), highlight=out.is_terminal)
         return
     if active is not None or standbys:
         who = f"active on {active.host} (pid {active.pid})" if active else "no active scheduler"
         out.print(f"Timetable: {who}" + "".join(f"; standby on {s.host} (pid {s.pid})" for s in standbys))
+    for line in queue.lines() if queue is not None else ():
+        out.print(line, markup=False, highlight=False)
     if not rows:
         out.print("The ledger is empty: nothing has been sent yet.")
         return
@@ -641,6 +664,15 @@ def status(obj: _Context, as_json: bool, dry_run: bool) -> None:
             say("note", f"{e['key']} ({e['status']}): {e['error']}")
         for m in r["remote"]:
             out.print(f"{m['key']}: {m['url'] or m['id']}")
+
+
+def _queue(config: Config, engine):  # type: ignore[no-untyped-def]
+    """The delivery queue `status` shows: with `execution: workers`, or where jobs or workers are
+    (a PostgreSQL state with procrastinate's tables); else None."""
+    from pipeline.workers.queue import queue_status
+
+    found = queue_status(engine, stalled_after=config.workers.stalled_after)
+    return found if found is not None and (config.execution == "workers" or not found.empty) else None
 
 
 @cli.command(short_help="Retry pending, failed or unknown sends.")
@@ -840,18 +872,62 @@ def run(obj: _Context, once: bool, dry_run: bool, metrics_port: int | None, metr
             metrics.close()
 
 
+@cli.command(short_help="Send deferred deliveries (execution: workers).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None,
+              help="jobs at once (default: workers.concurrency)")
+@click.option("--until-idle", is_flag=True, help="exit once no delivery job is waiting or running")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve Prometheus metrics on this port (docs/metrics.md)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="with --metrics-port: the address to listen on")
+@click.pass_obj
+def worker(obj: _Context, concurrency: int | None, until_idle: bool, metrics_port: int | None,
+           metrics_host: str) -> None:
+    """Take the delivery jobs `publish`, `retry` and the timetable defer with `execution:
+    workers`, and send them; until Ctrl-C / SIGTERM (the messages in flight are finished).
+
+    \b
+    Examples:
+      pipeline worker --concurrency 2
+      pipeline worker --until-idle
+    """
+    config = obj.config
+    if config.execution != "workers":
+        raise PipelineError(f"{config.where('execution')}: `pipeline worker` needs `execution: workers` "
+                            "(and a PostgreSQL state)")
+    from pipeline.workers.runner import run_worker
+
+    logging.getLogger("pipeline").setLevel(min(logging.INFO, logging.getLogger().level))
+    metrics = None
+    if metrics_port is not None:
+        from pipeline.metrics.serve import serve_metrics
+
+        metrics = serve_metrics(config, host=metrics_host, port=metrics_port)
+    jobs = concurrency or config.workers.concurrency
+    try:
+        run_worker(config, concurrency=jobs, until_idle=until_idle, started=lambda: out.print(
+            f"Worker running ({jobs} job{'s' if jobs != 1 else ''} at once); Ctrl-C stops after the "
+            "messages in flight." + (f" Metrics: {metrics.url}" if metrics else "")))
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
 @cli.command(short_help="List the timetable's next fire times.")
 @click.option("--next", "count", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="how many fire times per entry")
 @click.option("--from", "start", default=None, help="list fire times after this ISO-8601 time (with offset)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"name": ..., "fires": [...]}]')
+@click.option("--ics", "ics", default=None, type=click.Path(dir_okay=False, writable=True),
+              help="also write the plan as an iCalendar file: 30 days back to 90 ahead (or from --from)")
 @click.pass_obj
-def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> None:
+def schedule(obj: _Context, count: int, start: str | None, as_json: bool, ics: str | None) -> None:
     """Each timetable entry's next fire times (its zone and UTC) and what it would send now.
 
     \b
     Example:
       pipeline schedule --next 3
+      pipeline schedule --ics sends.ics
     """
     import json
     from datetime import UTC, datetime
@@ -868,6 +944,8 @@ def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> Non
         if after.tzinfo is None:
             raise PipelineError(f"--from {start!r}: give an offset, e.g. {start}-05:00 or {start}Z")
     items = upcoming(obj.config, after=after, count=count)
+    if ics:
+        _write_ics(obj.config, Path(ics), after)
     if as_json:
         out.print_json(json.dumps([{"name": u.entry.name, "fires": [f.isoformat() for f in u.fires]}
                                    for u in items]))
@@ -882,6 +960,22 @@ def schedule(obj: _Context, count: int, start: str | None, as_json: bool) -> Non
         table.add_row(u.entry.name, u.entry.edition, ", ".join(u.entry.channels), fires,
                       "\n".join(u.would_send) or "nothing")
     out.print(table)
+
+
+def _write_ics(config: Config, path: Path, after: datetime | None) -> None:
+    """`schedule --ics`: the calendar feed the preview page serves at /calendar.ics."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.timetable.ical import feed_for
+
+    now = datetime.now(UTC)
+    start, end = (after, after + timedelta(days=90)) if after else (now - timedelta(days=30),
+                                                                     now + timedelta(days=90))
+    body = feed_for(config, start=start, end=end, now=now)
+    try:
+        path.write_bytes(body)
+    except OSError as exc:
+        raise PipelineError(f"--ics {path}: cannot write it ({exc.strerror})") from None
 
 
 @cli.command(short_help="Fetch the feeds in `sources:`.")

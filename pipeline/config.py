@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,10 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from babel import Locale, UnknownLocaleError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -39,6 +42,25 @@ ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _matches(pattern: str) -> AfterValidator:
+    """For `Annotated[str, _matches(...)]`: `Field(pattern=...)`, the same engine and message, with
+    the regex compiled on the first value instead of when the model is defined: a Unicode `\\w`
+    takes pydantic's regex engine some 18 ms to compile, paid by every command for keys that
+    few configs set."""
+    def check(value: str) -> str:
+        try:
+            return _pattern_adapter(pattern).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
+
+    return AfterValidator(check)
+
+
+@cache
+def _pattern_adapter(pattern: str) -> TypeAdapter[str]:
+    return TypeAdapter(Annotated[str, Field(pattern=pattern)])
 
 
 class Site(_Model):
@@ -129,7 +151,7 @@ class UnsubscribeSettings(_Model):
 class SubscribeSettings(_Model):
     """`subscribe:`: the sign-up form of `pipeline serve` (double opt-in)."""
 
-    topics: list[Annotated[str, Field(pattern=r"^[\w][\w .&-]{0,40}$")]] = []   # tags a reader may pick
+    topics: list[Annotated[str, _matches(r"^[\w][\w .&-]{0,40}$")]] = []   # tags a reader may pick
     allowed_origins: list[Annotated[str, http_url("https://blog.example.com")]] = []   # default site.url
     confirm_days: int = Field(default=7, ge=1, le=90)     # a confirmation link works this long
     resend_minutes: int = Field(default=60, ge=1)         # a pending address gets at most one mail per this
@@ -157,7 +179,7 @@ class ImapSettings(_Model):
 class SesWebhook(_Model):
     # The SNS topics accepted. Required: anyone can make an SNS topic, subscribe this URL to it and
     # send correctly signed notifications; only the topic tells ours from theirs.
-    topic_arns: Annotated[list[Annotated[str, Field(pattern=r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+$")]],
+    topic_arns: Annotated[list[Annotated[str, _matches(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]+$")]],
                           Field(min_length=1)]
 
 
@@ -224,6 +246,15 @@ class DigestSettings(_Model):
         return v
 
 
+class WorkerSettings(_Model):
+    """`workers:` (with `execution: workers`): how delivery work is cut into procrastinate jobs
+    and how the `pipeline worker` processes take them."""
+
+    batch: int = Field(default=500, ge=1, le=10_000)          # ledger keys per delivery job
+    concurrency: int = Field(default=1, ge=1, le=64)          # jobs one `pipeline worker` runs at once
+    stalled_after: float = Field(default=30, ge=2, le=3600)   # seconds without a heartbeat: jobs go to others
+
+
 class Config(_Model):
     """The whole configuration. `root` is the folder paths are relative to."""
 
@@ -232,6 +263,10 @@ class Config(_Model):
     posts: str = "posts/"
     templates: str = "templates/"
     state: str = "state/pipeline.sqlite3"
+    # `inline`: the command that plans deliveries sends them; `workers`: it defers them as jobs
+    # for `pipeline worker` processes (needs a PostgreSQL state).
+    execution: Literal["inline", "workers"] = "inline"
+    workers: WorkerSettings = WorkerSettings()
     utm: UtmSettings = UtmSettings()
     footer: FooterSettings = FooterSettings()
     email: EmailSettings = EmailSettings()
@@ -406,6 +441,10 @@ def cross_references(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...
         names = entry.get("channels") if isinstance(entry.get("channels"), list) else []
         out += [(("schedule", i, "channels", j), f"schedule entry {name!r}: unknown channel {c!r} "
                  f"(configured: {configured})") for j, c in enumerate(names or []) if c not in channels]
+    state = data.get("state", "state/pipeline.sqlite3")
+    if data.get("execution") == "workers" and not (isinstance(state, str) and state.startswith("postgresql")):
+        out.append((("execution",), "`workers` needs a PostgreSQL state (state: postgresql+psycopg://...); "
+                                    "use `execution: inline` with a SQLite state"))
     defaults = data.get("default_channels") if isinstance(data.get("default_channels"), list) else []
     out += [(("default_channels", j), f"unknown channel {c!r} (configured: {configured})")
             for j, c in enumerate(defaults or []) if c not in channels]

@@ -12,10 +12,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -52,6 +52,7 @@ class ChannelReport:
     resent: int = 0             # rows a crash left `sending`, resent (or marked unknown) now
     total: int = 0              # deliveries due in this run
     bounced: int = 0            # addresses this run's refusals marked `bounced`
+    jobs: int | None = None     # delivery jobs deferred to `pipeline worker`s (None: sent here)
     error: str | None = None    # the channel stopped (unreachable, login refused, ...)
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -106,7 +107,7 @@ def _started(config: Config, names: Sequence[str], *, dry_run: bool) -> dict[str
     processes), built and started; a channel that cannot be built is left to `publish_rendered`,
     which reports why."""
     started: dict[str, Channel] = {}
-    for name in names:
+    for name in names if not _deferring(config, dry_run=dry_run) else ():
         try:
             channel = build_channel(config, name, dry_run=dry_run)
         except PipelineError:
@@ -117,6 +118,12 @@ def _started(config: Config, names: Sequence[str], *, dry_run: bool) -> dict[str
         else:
             channel.close()
     return started
+
+
+def _deferring(config: Config, *, dry_run: bool) -> bool:
+    """Whether `pipeline worker`s send what this run plans (`execution: workers`; a dry run is
+    sent here, into the outbox)."""
+    return config.execution == "workers" and not dry_run
 
 
 def _email_only(config: Config, name: str) -> bool:
@@ -175,6 +182,18 @@ def publish_rendered(config: Config, rendered: Sequence[Rendered | Post], name: 
             return report
     ledger = _ledger(config)
     try:
+        if _deferring(config, dry_run=dry_run):
+            # Planned here and sent by `pipeline worker`s (pipeline/workers/), which own the rows
+            # left `sending`: nothing is recovered channel-wide.
+            from pipeline.workers.defer import defer_pending
+
+            for item in rendered:
+                list(_plan(config, channel, item, ledger, report, dry_run=dry_run, now=now, defer=True,
+                           edition=(editions or {}).get((name, _post(item).slug))))
+            deferred = defer_pending(config, ledger.engine, channel=name, editions=report.editions,
+                                     crash_rule=channel.crash_rule, now=now)
+            report.jobs, report.resent = deferred.jobs, deferred.recovered
+            return report
         report.resent = _recover(channel, ledger, dry_run=dry_run)
         for item in rendered:
             deliveries = _plan(config, channel, item, ledger, report, dry_run=dry_run, now=now,
@@ -190,10 +209,12 @@ def publish_rendered(config: Config, rendered: Sequence[Rendered | Post], name: 
 
 
 def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: bool, now: datetime,
-                    progress: Progress | None = None,
-                    stop: threading.Event | None = None) -> ChannelReport:
+                    progress: Progress | None = None, stop: threading.Event | None = None,
+                    digest: tuple[str, datetime] | None = None) -> ChannelReport:
     """Send a compiled edition that is not one post's (a digest) to the subscribers of the email
-    channel `name`, with the same ledger rules as `publish_rendered`."""
+    channel `name`, with the same ledger rules as `publish_rendered`. `digest`: the timetable
+    entry and fire time it was compiled for, from which `pipeline worker`s compile it again
+    (with `execution: workers`; without it, the edition is sent here)."""
     report = ChannelReport(channel=name, editions=[edition.key])
     try:
         channel = build_channel(config, name, dry_run=dry_run)
@@ -204,14 +225,30 @@ def publish_edition(config: Config, edition: Edition, name: str, *, dry_run: boo
         report.error = f"channel {name}: a {edition.key} edition is an email; this channel sends no email"
         return report
     ledger = _ledger(config)
+    deferring = _deferring(config, dry_run=dry_run)
     try:
-        report.resent = _recover(channel, ledger, dry_run=dry_run)
+        if deferring:       # workers own the rows left `sending` that a live job holds
+            from pipeline.workers.defer import recover_orphans
+
+            report.resent = recover_orphans(ledger.engine, channel=name, edition=edition.key,
+                                            crash_rule=channel.crash_rule, now=now)
+        else:
+            report.resent = _recover(channel, ledger, dry_run=dry_run)
         report.already_sent = ledger.edition_counts(channel=name, edition=edition.key,
                                                     dry_run=dry_run).get(Status.SENT, 0)
         ledger.plan_recipients(channel=name, edition=edition.key, dry_run=dry_run,
                                key_prefix=key_prefix(name, edition.key, dry_run=dry_run))
         report.total = ledger.edition_counts(channel=name, edition=edition.key,
                                              dry_run=dry_run).get(Status.PENDING, 0)
+        if deferring and digest is not None:
+            from pipeline.workers.defer import defer_pending
+
+            entry, fire_time = digest
+            report.jobs = defer_pending(config, ledger.engine, channel=name, editions=[edition.key],
+                                        crash_rule=channel.crash_rule, now=now,
+                                        extra={"digest_entry": entry,
+                                               "digest_fire": fire_time.isoformat()}).jobs
+            return report
         deliveries = _emails(config, channel, edition, ledger, dry_run=dry_run, now=now,
                              unfilled=getattr(channel, "fills", False))
         _send_all(channel, deliveries, ledger, report, progress, stop or threading.Event(),
@@ -244,9 +281,11 @@ def _post(item: Rendered | Post) -> Post:
 
 
 def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledger, report: ChannelReport,
-          *, dry_run: bool, now: datetime, edition: Edition | None = None) -> Iterator[Delivery | Email]:
+          *, dry_run: bool, now: datetime, edition: Edition | None = None,
+          defer: bool = False) -> Iterator[Delivery | Email]:
     """Planned rows in the ledger, then the deliveries still due, streamed. `edition`: the
-    email edition for this channel, when it is already rendered."""
+    email edition for this channel, when it is already rendered; `defer`: only plan (yielding
+    nothing), for workers to send."""
     post = _post(item)
     slug = post.slug
     if "email" in channel.kinds and edition is None:      # rendered before anything is planned
@@ -263,11 +302,14 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
     if "email" in channel.kinds:
         topics = tuple(config.subscribe.topics)
         about = tuple(t for t in topics if t.casefold() in {tag.casefold() for tag in post.tags})
-        # Planned a chunk at a time while the first chunks are sent; `total` grows as it goes.
-        recipients = ledger.planning(channel=channel.name, edition=slug, dry_run=dry_run,
-                                     key_prefix=key_prefix(channel.name, slug, dry_run=dry_run),
-                                     topics=topics, about=about,
-                                     planned=lambda count: report.add("total", count=count))
+        plan = dict(channel=channel.name, edition=slug, dry_run=dry_run, topics=topics, about=about,
+                    key_prefix=key_prefix(channel.name, slug, dry_run=dry_run))
+        if defer:
+            planned += ledger.plan_recipients(**plan)  # type: ignore[arg-type]
+        else:
+            # Planned a chunk at a time while the first chunks are sent; `total` grows as it goes.
+            recipients = ledger.planning(**plan,  # type: ignore[arg-type]
+                                         planned=lambda count: report.add("total", count=count))
     # Each network's parts are rendered once for this channel: planned here, sent below.
     by_network = ({n: dict(_numbered_parts(config, channel, item, n)) for n in _networks(channel, item)}
                   if "social" in channel.kinds and isinstance(item, Rendered) else {})
@@ -281,20 +323,29 @@ def _plan(config: Config, channel: Channel, item: Rendered | Post, ledger: Ledge
                                edition=slug, kind="article", dry_run=dry_run)
     report.already_sent += before.get(Status.SENT, 0)
     report.total += before.get(Status.PENDING, 0) + planned
+    if defer:
+        return
     if edition is not None:
         yield from _emails(config, channel, edition, ledger, dry_run=dry_run, now=now,
                            unfilled=getattr(channel, "fills", False), recipients=recipients)
     if not isinstance(item, Rendered):
         return
     rows = ledger.rows(channel=channel.name, edition=slug, status=Status.PENDING, dry_run=dry_run, due=now)
-    for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):   # thread parts in order
+    yield from social_deliveries(channel.name, item, rows, by_network)
+
+
+def social_deliveries(channel: str, item: Rendered, rows: Iterable[Any],
+                      by_network: dict[str, dict[int, Snippet]]) -> Iterator[Delivery]:
+    """The social posts and articles of `rows` (pending ledger rows of `item`'s edition: key,
+    kind, network, part), thread parts in order; `by_network`: each network's numbered parts."""
+    slug = item.post.slug
+    for row in sorted(rows, key=lambda r: (r.kind, r.network or "", r.part)):
         parts = by_network.get(row.network or "", {}) if row.kind == "social" else {}
         if row.part in parts:
-            yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="social",
+            yield Delivery(key=row.key, channel=channel, edition=slug, kind="social",
                            network=row.network, part=row.part, snippet=parts[row.part], rendered=item)
         elif row.kind == "article":
-            yield Delivery(key=row.key, channel=channel.name, edition=slug, kind="article",
-                           rendered=item)
+            yield Delivery(key=row.key, channel=channel, edition=slug, kind="article", rendered=item)
 
 
 def _numbered_parts(config: Config, channel: Channel, item: Rendered,
@@ -373,6 +424,10 @@ def _send_all(channel: Channel, deliveries: Iterator[Delivery | Email], ledger: 
     as bounced."""
     from pipeline.channels.pump import Email, Pump
 
+    if callable(use_checkpoints := getattr(channel, "use_checkpoints", None)):
+        # A channel that sends in steps (Threads) keeps each step's remote id on the row
+        # (`Ledger.checkpoint`) before the next step: after a crash it asks instead of redoing.
+        use_checkpoints(ledger)
     if getattr(channel, "fills", False):
         def record_failure(delivery: Delivery, exc: ChannelError, halt: threading.Event) -> None:
             _record_failure(channel, delivery, ledger, report, exc, halt, bounces)

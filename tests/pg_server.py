@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -142,6 +143,20 @@ class PostgresServer:
                                   "--mode", "immediate", "--wait", "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
+
+    @property
+    def restartable(self) -> bool:
+        """Whether `restart` can be used: a throwaway cluster (a given server is not ours)."""
+        return self.dir is not None and self._bin is not None
+
+    def restart(self, *, down_for: float = 0.0) -> None:
+        """Stop the throwaway server in fast mode (every session is cut, as when a server fails
+        over), keep it down `down_for` seconds, and start it again on the same port."""
+        assert self.dir is not None and self._bin is not None and self.admin_url is not None
+        self._as_server_user([str(self._bin / "pg_ctl"), "--pgdata", str(self.dir / "data"),
+                              "--mode", "fast", "--wait", "stop"])
+        time.sleep(down_for)
+        self._run_server(int(self.admin_url.port or 5432))
 
     def log(self) -> str:
         """The throwaway server's log ("" for a given server)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.parser
 import email.policy
 import socket
 import threading
@@ -180,3 +181,39 @@ def password_checker(username: str, password: str):  # type: ignore[no-untyped-d
         return AuthResult(success=ok, handled=False)
 
     return authenticator
+
+
+class _Recorder:
+    """The handler of `python -m tests.smtp_sink`: each message taken in is written to the log as
+    one line `recipient TAB Message-ID TAB client port`, flushed before the 250 is sent."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.lock = log, threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(envelope.content)
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.log.write(f"{rcpt}\t{headers['Message-ID']}\t{session.peer[1]}\n")
+            self.log.flush()
+        return "250 2.0.0 Ok: queued"
+
+
+def main() -> None:
+    """A sink in a process of its own (so that a test can load it like a real server):
+    `python -m tests.smtp_sink PORT LOG`, until SIGTERM."""
+    import signal
+    import sys
+
+    port, path = int(sys.argv[1]), sys.argv[2]
+    with open(path, "a", encoding="utf-8") as log:
+        controller = Controller(_Recorder(log), hostname="127.0.0.1", port=port)
+        controller.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()

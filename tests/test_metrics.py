@@ -293,7 +293,8 @@ def test_the_documented_metrics_and_alert_rules_use_what_metrics_serves(config, 
     [block] = re.findall(r"```yaml\n(groups:.*?)```", doc, flags=re.S)
     rules = yaml.safe_load(block)["groups"][0]["rules"]
     assert [r["alert"] for r in rules] == ["PipelineTimetableEntryDidNotFire",
-                                           "PipelineDeliveryFailureRatio", "PipelineQueueNotDraining"]
+                                           "PipelineDeliveryFailureRatio", "PipelineQueueNotDraining",
+                                           "PipelineJobsNotTaken"]
     for rule in rules:
         used = set(re.findall(r"\bpipeline_\w+", rule["expr"]))
         assert used and used <= served, (rule["alert"], used - served)

@@ -72,7 +72,7 @@ def test_many_sign_ups_of_one_address_at_once(config):
         start.wait()
         try:
             confirmations.append(optin.sign_up(engine, "zoe@example.com").send_confirmation)
-        except Exception as exc:  # noqa: BLE001 - the test reports any failure of any writer
+        except Exception as exc:  # the test reports any failure of any writer
             errors.append(exc)
 
     threads = [threading.Thread(target=sign_up, args=(e,)) for e in engines]

@@ -34,6 +34,8 @@ from pipeline.metrics.state import LATENCY_BUCKETS, StateSnapshot, read_snapshot
 from pipeline.models import Status
 from pipeline.store.events import EventKind
 from pipeline.store.runs import STALE_AFTER
+from pipeline.workers.app import QUEUE
+from pipeline.workers.queue import QueueStatus, queue_status
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class StateCollector:
 
     def describe(self) -> list[Metric]:
         """The families without samples: registering the collector reads nothing."""
-        return list(self._families(None, datetime.now(UTC)))
+        return [*self._families(None, datetime.now(UTC)), *self._queue(None)]
 
     def collect(self) -> Iterator[Metric]:
         """The families with this scrape's samples."""
@@ -76,6 +78,39 @@ class StateCollector:
             log.warning("metrics: cannot read the state database: %s", exc)
             snap = None
         yield from self._families(snap, datetime.now(UTC))
+        yield from self._queue(self._read_queue())
+
+    def _read_queue(self) -> QueueStatus | None:
+        """procrastinate's queue (`execution: workers`), read on every scrape: its heartbeats and
+        jobs move without a ledger change. None without one, or when it cannot be read."""
+        try:
+            return queue_status(self.engine, stalled_after=self.config.workers.stalled_after)
+        except (StateError, SQLAlchemyError) as exc:
+            log.warning("metrics: cannot read the delivery queue: %s", exc)
+            return None
+
+    def _queue(self, queue: QueueStatus | None) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("pipeline_jobs", "Delivery jobs (procrastinate) by queue and state",
+                                 labels=["queue", "state"])
+        oldest = GaugeMetricFamily("pipeline_jobs_oldest_waiting_seconds",
+                                   "Seconds the longest-waiting due job of each queue has waited (0: none)",
+                                   labels=["queue"])
+        alive = GaugeMetricFamily("pipeline_workers_alive",
+                                  "`pipeline worker` processes with a recent heartbeat")
+        stalled = GaugeMetricFamily("pipeline_jobs_stalled",
+                                    "Running jobs whose worker has no recent heartbeat")
+        if queue is not None:
+            counted = {q.queue: q for q in queue.queues}
+            # The delivery queue always, 0 included: a series that appears with its first job
+            # would hide that job from delta().
+            for name in sorted({QUEUE, *counted}):
+                q = counted.get(name)
+                for state in ("waiting", "scheduled", "running", "failed", "succeeded", "cancelled"):
+                    jobs.add_metric([name, state], getattr(q, state) if q is not None else 0)
+                oldest.add_metric([name], (q.oldest_waiting or 0.0) if q is not None else 0.0)
+            alive.add_metric([], len(queue.alive))
+            stalled.add_metric([], queue.stalled)
+        yield from (jobs, oldest, alive, stalled)
 
     def _families(self, snap: StateSnapshot | None, now: datetime) -> Iterator[Metric]:
         up = GaugeMetricFamily("pipeline_state_up", "1 if the state database could be read for this scrape")

@@ -192,6 +192,10 @@ def create_at_head(engine: Engine) -> None:
                 return
         metadata.create_all(conn)
         revision.stamp(conn)
+        if conn.dialect.name == "postgresql":
+            from pipeline.workers.schema import install_queue
+
+            install_queue(conn)     # procrastinate's tables, for `execution: workers`
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

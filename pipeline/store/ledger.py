@@ -29,6 +29,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     update,
 )
 
@@ -48,6 +49,9 @@ def _has_any(tags: tuple[str, ...]):  # type: ignore[no-untyped-def]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+ANALYZE_AFTER = 1000    # rows planned at once on PostgreSQL: refresh the table's statistics
 
 
 # The two statements of every send. They are compiled once for the database's dialect and run on
@@ -323,7 +327,12 @@ class Ledger:
             source = source.where(or_(not_(_has_any(topics)), _has_any(about)))
         cols = ["key", "channel", "edition", "kind", "recipient", "part", "dry_run", "status",
                 "attempts", "resends", "created_at", "updated_at"]
-        return self._write(self._insert_ignore().from_select(cols, source))
+        planned = self._write(self._insert_ignore().from_select(cols, source))
+        if planned >= ANALYZE_AFTER and self.engine.dialect.name == "postgresql":
+            # Until autovacuum gets to them, PostgreSQL plans the reads of new rows blind: reading
+            # 20k just planned took 1.7 s, against 0.2 s after an ANALYZE of 0.1 s.
+            self._write(text("ANALYZE deliveries"))
+        return planned
 
     def planning(self, *, channel: str, edition: str, key_prefix: str, dry_run: bool,
                  topics: tuple[str, ...] = (), about: tuple[str, ...] = (),
@@ -388,6 +397,15 @@ class Ledger:
         """Back to `pending` (not sent; the channel stopped, or the network asked us to wait)."""
         self._write(update(deliveries).where(deliveries.c.key == key).values(
             status=Status.PENDING, last_error=error, next_attempt_at=until, updated_at=_now()))
+
+    def checkpoint(self, key: str, remote_id: str) -> bool:
+        """Keep the remote id of a send's first step on its `sending` row, committed before the
+        next step (a Threads container before it is published): the row keeps it through
+        `unknown`, `failed` and `retry`, so a later attempt asks the network what became of it
+        instead of starting over. False if the row is not `sending` (then go no further)."""
+        return self._write(update(deliveries)
+                           .where(deliveries.c.key == key, deliveries.c.status == Status.SENDING)
+                           .values(remote_id=remote_id, updated_at=_now())) == 1
 
     def recover(self, channel: str, *, rule: str, dry_run: bool = False,
                 evidence: Evidence | None = None) -> int:

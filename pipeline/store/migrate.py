@@ -105,10 +105,20 @@ def upgrade(url: str) -> Upgrade:
                 _apply(engine)
             except StateError as exc:
                 raise StateError(f"state database {where(engine)}: {exc}; nothing was changed") from None
+        if engine.dialect.name == "postgresql":
+            _queue(engine)
         return Upgrade(database=where(engine), before=before.current,
                        after=revision.status(engine).current or "", applied=before.pending, created=False)
     finally:
         engine.dispose()
+
+
+def _queue(engine: Engine) -> None:
+    """procrastinate's schema (`execution: workers`), installed when missing."""
+    from pipeline.workers.schema import install_queue
+
+    with engine.begin() as conn:
+        install_queue(conn)
 
 
 def _apply(engine: Engine) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from pipeline.errors import StateError
 
 # Oldest first; the last is the head. A new revision file in migrations/versions/ adds its id here.
-REVISIONS: tuple[str, ...] = ("0001_baseline", "0002_deliveries_key_collation")
+REVISIONS: tuple[str, ...] = ("0001_baseline", "0002_deliveries_key_collation", "0003_rate_limits")
 HEAD = REVISIONS[-1]
 
 # Alembic's own table, declared as Alembic creates it, so that a new database can be stamped at

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, Double, Integer, MetaData, String, Table, Text
 from sqlalchemy.types import TypeDecorator
 
 from pipeline.models import Status
@@ -136,6 +136,17 @@ scheduler_lock = Table(
     Column("host", String(255), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+
+# Rate limits shared by every process that sends (store/throttle.py): one row per limit, e.g. a
+# channel's `rate:` or a network's 429. Times are seconds since the epoch on the database's clock,
+# as numbers: slots are sums of intervals, which both dialects add the same way.
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("next_slot", Double(), nullable=False),      # the earliest slot no process has taken
+    Column("held_until", Double()),                     # no slot before this (a 429's reset)
 )
 
 

@@ -167,7 +167,8 @@ def _digest(config: Config, entry: Entry, channel: str, fire_time: datetime, rea
         log.info("%s: no new articles for %s; digest not sent", entry.name, channel)
         return ChannelReport(channel=channel, editions=[key])
     edition = digest_edition(config, entry, channel, fire_time, posts)
-    return publish_edition(config, edition, channel, dry_run=dry_run, now=now, stop=stop)
+    return publish_edition(config, edition, channel, dry_run=dry_run, now=now, stop=stop,
+                           digest=(entry.name, fire_time))
 
 
 def digest_key(config: Config, entry: Entry, fire_time: datetime) -> str:

@@ -1,0 +1,181 @@
+"""`pipeline worker`: a procrastinate worker on the `deliveries` queue, kept running through
+database restarts, with a sweep that gives the jobs of dead workers to the living.
+
+- Stalled jobs: every few seconds each worker deletes the workers whose heartbeat is older than
+  `workers.stalled_after` and puts their running jobs back in the queue, so a SIGKILLed worker's
+  job is taken by another within about that time (the job's keys left `sending` are then resent
+  by the channel's crash rule: at most the messages that worker had in flight).
+- The database going away stops procrastinate's worker; this one waits until the database
+  answers again, puts its own interrupted jobs back in the queue at once, and starts again.
+- SIGTERM / SIGINT: the jobs running finish the messages in flight; what they did not send goes
+  back to the queue (their retry); the process then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+
+import psycopg
+from procrastinate import exceptions as queue_errors
+from procrastinate import worker as queue_worker
+
+from pipeline.config import Config
+from pipeline.errors import StateError
+from pipeline.store.engine import engine_for
+from pipeline.workers.app import QUEUE, conninfo, procrastinate_app
+from pipeline.workers.schema import require_queue
+from pipeline.workers.tasks import Deliverer, register
+
+log = logging.getLogger(__name__)
+
+_BUSY = ("SELECT count(*) AS n FROM procrastinate_jobs "
+         "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')")
+
+
+def run_worker(config: Config, *, concurrency: int, until_idle: bool = False,
+               started: Callable[[], None] | None = None) -> None:
+    """Take delivery jobs and send them until SIGTERM / SIGINT (or, `until_idle`, until no
+    delivery job is waiting or running anywhere). `started` is called once the worker runs.
+    Raises StateError when the state database is not at this version's schema or has no queue."""
+    require_queue(engine_for(config))       # made at head when new, checked otherwise
+    asyncio.run(_Runner(config, concurrency=concurrency, until_idle=until_idle, started=started).main())
+
+
+class _Runner:
+    def __init__(self, config: Config, *, concurrency: int, until_idle: bool,
+                 started: Callable[[], None] | None) -> None:
+        self.config, self.concurrency, self.until_idle = config, concurrency, until_idle
+        self.started = started
+        self.stalled_after = config.workers.stalled_after
+        self.stop = threading.Event()          # the jobs running: finish what is in flight
+        self.app = procrastinate_app(config, pool_size=concurrency + 3)
+        self.deliverer = Deliverer(config, self.stop)
+        register(self.app, self.deliverer)
+        self.worker: queue_worker.Worker | None = None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping: asyncio.Event
+        self.idle = False                      # `until_idle`, and no delivery job is left
+
+    async def main(self) -> None:
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        previous: int | None = None     # the worker id a database outage interrupted
+        try:
+            while not (self.idle or self.stopping.is_set()):
+                if not await self._database_answers():
+                    break
+                try:
+                    async with self.app.open_async():
+                        if previous is not None:
+                            await self._requeue(previous)
+                            previous = None
+                        await self._run()
+                except (queue_errors.ConnectorException, psycopg.Error, StateError, OSError) as exc:
+                    if self.stopping.is_set():
+                        break
+                    previous = self.worker.worker_id if self.worker else None
+                    log.warning("worker %s: lost the state database (%s); reconnecting", self.name,
+                                _one_line(exc))
+                    await self._pause(1)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await asyncio.to_thread(self.deliverer.close)
+
+    def _on_signal(self) -> None:
+        log.info("worker %s: stopping after the messages in flight", self.name)
+        self.stop.set()
+        self.stopping.set()
+        if self.worker is not None:
+            self.worker.stop()
+
+    async def _run(self) -> None:
+        """One procrastinate worker, with the sweep (and the idle watch), until it stops."""
+        self.worker = queue_worker.Worker(
+            app=self.app, queues=[QUEUE], name=self.name, concurrency=self.concurrency, wait=True,
+            install_signal_handlers=False, delete_jobs="successful", listen_notify=True,
+            fetch_job_polling_interval=1.0,
+            update_heartbeat_interval=max(1.0, self.stalled_after / 4),
+            stalled_worker_timeout=self.stalled_after)
+        side = [asyncio.create_task(self._sweep())]
+        if self.until_idle:
+            side.append(asyncio.create_task(self._watch_idle(self.worker)))
+        if self.started is not None:
+            self.started()
+            self.started = None
+        try:
+            # It returns when asked to stop, or when one of its own tasks failed (the database
+            # went away): then the loop in `main` waits for the database and starts another.
+            await self.worker.run()
+        finally:
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Every few seconds: forget the workers whose heartbeat stopped; their running jobs go
+        back in the queue."""
+        manager = self.app.job_manager
+        while True:
+            try:
+                pruned = await manager.prune_stalled_workers(self.stalled_after)
+                stalled = await manager.get_stalled_jobs(queue=QUEUE,
+                                                         seconds_since_heartbeat=self.stalled_after)
+                for job in stalled:
+                    log.warning("worker %s: job %s of a worker that stopped answering goes back in the queue",
+                                self.name, job.id)
+                    await manager.retry_job(job)
+                if pruned:
+                    log.info("worker %s: %d stalled worker(s) removed", self.name, len(pruned))
+            except queue_errors.ConnectorException as exc:
+                log.debug("stalled-job sweep skipped: %s", exc)
+            await asyncio.sleep(min(5.0, self.stalled_after / 4))
+
+    async def _watch_idle(self, worker: queue_worker.Worker) -> None:
+        """`--until-idle`: stop once no delivery job is waiting or running on any worker."""
+        while True:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(queue_errors.ConnectorException):
+                row = await self.app.connector.execute_query_one_async(query=_BUSY, queue=QUEUE)
+                if row["n"] == 0:
+                    self.idle = True
+                    worker.stop()
+                    return
+
+    async def _requeue(self, worker_id: int) -> None:
+        """The jobs this process was running when the database went away: back in the queue now
+        (their runs ended; the keys they left `sending` are resolved by their next run)."""
+        manager = self.app.job_manager
+        for job in await manager.list_jobs_async(worker_id=worker_id, status="doing"):
+            await manager.retry_job(job)
+
+    async def _database_answers(self) -> bool:
+        """Wait until the state database accepts a connection (False: asked to stop first)."""
+        while not self.stopping.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo(self.config), connect_timeout=3)
+            except psycopg.OperationalError as exc:
+                log.warning("worker %s: the state database does not answer (%s); trying again",
+                            self.name, _one_line(exc))
+                await self._pause(1)
+                continue
+            await conn.close()
+            return True
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
