@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class Severity(StrEnum):
@@ -27,6 +28,29 @@ class Problem:
         return f"{self.where}: {self.message}"
 
 
+class Converted:
+    """A text field given either as the text or as a function that makes it, called on the first
+    read and kept: a post's HTML is converted from its Markdown only when something reads it
+    (`schedule` reads dates and titles; `publish` renders one post of many). A data descriptor,
+    so that a frozen dataclass's `__init__` stores through it (dataclasses call `__get__(None,
+    cls)` for the default: there is none)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str:
+        if obj is None:
+            raise AttributeError(self.name)
+        value = obj.__dict__[self.name]
+        if callable(value):
+            value = value()
+            obj.__dict__[self.name] = value
+        return value
+
+    def __set__(self, obj: Any, value: str | Callable[[], str]) -> None:
+        obj.__dict__[self.name] = value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Post:
     """An article as loaded from `posts/`: front matter and sanitized HTML body."""
@@ -37,7 +61,8 @@ class Post:
     date: datetime                # always timezone-aware
     canonical_url: str
     body_markdown: str
-    body_html: str                # sanitized, links absolute
+    # Sanitized, links absolute; given as the HTML or as a function that converts it when read.
+    body_html: Converted = Converted()
     author: str | None = None
     summary: str | None = None
     tags: tuple[str, ...] = ()

@@ -97,11 +97,27 @@ def test_schedule_plans_without_rendering_or_sending(project: Path) -> None:
     found = imported("-m", "pipeline", "schedule", "--next", "2", cwd=project)
     assert {"pipeline.timetable.schedule", "sqlalchemy"} <= found    # it reads the ledger
     assert not loaded(found, SENDING | RENDERING), sorted(loaded(found, SENDING | RENDERING))
+    # It reads the posts' titles and dates: no body is converted, so no Markdown parser is loaded.
+    assert {"pipeline.intake.posts"} <= found
+    assert not loaded(found, {"markdown_it", "mdit_py_plugins", "linkify_it"}), sorted(found)
 
 
 def test_loading_the_config_does_not_build_twitter_texts_emoji_regex(project: Path) -> None:
     found = imported("-c", "from pipeline.config import load_config; load_config()", cwd=project)
     assert "pipeline.networks.x" in found and "twitter_text" not in found
+
+
+def test_loading_the_config_checks_plain_cron_entries_without_apscheduler(project: Path) -> None:
+    """The shipped timetable's `cron:` entries are checked without APScheduler; an expression
+    only APScheduler can judge (`last`: the month's last day) loads it."""
+    load = "from pipeline.config import load_config; load_config()"
+    found = imported("-c", load, cwd=project)
+    assert "pipeline.timetable.entries" in found and not loaded(found, {"apscheduler"}), sorted(found)
+    path = project / "config.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "\nschedule:\n", "\nschedule:\n  - {name: month-end, channels: [outbox], cron: '0 9 last * *'}\n", 1),
+        encoding="utf-8")
+    assert loaded(imported("-c", load, cwd=project), {"apscheduler"})
 
 
 def test_an_smtp_worker_process_is_the_standard_library_and_the_session(

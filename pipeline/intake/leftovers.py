@@ -24,10 +24,13 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pipeline.intake.markdown_out import BLOCKS, DELIMITERS, Output, separated, without_delimiters
-from pipeline.intake.mdx import Mdx
-from pipeline.intake.template_tags import Templates
+# The passes (and markdown-it, which they read blocks with) are imported by `clean_body` once a
+# body holds template or MDX syntax: most posts have none, and a command that only reads posts'
+# dates and titles (`schedule`) then never loads the Markdown parser.
+if TYPE_CHECKING:
+    from pipeline.intake.markdown_out import Output
 
 __all__ = ["clean_body"]
 
@@ -49,6 +52,8 @@ def _guard_html(text: str) -> str:
     start an HTML block where the post had a paragraph (`{% if x %}<div>...`: just as the site's
     generator would make it); Markdown shows an HTML block's backticks as they are, so a template
     delimiter between them, taken for code, would show."""
+    from pipeline.intake.markdown_out import BLOCKS, DELIMITERS, without_delimiters
+
     if not DELIMITERS.search(text):
         return text
     lines = text.split("\n")
@@ -86,6 +91,10 @@ def clean_body(body: str, *, first_line: int = 1, mdx: bool = False) -> tuple[st
     shortcodes. Never raises; the body comes back unchanged when it holds no template syntax."""
     if not (_MARKERS.search(body) or (mdx and _MDX_MARKERS.search(body))):
         return body, []
+    from pipeline.intake.markdown_out import separated
+    from pipeline.intake.mdx import Mdx
+    from pipeline.intake.template_tags import Templates
+
     text = _NEWLINES.sub("\n", body)
     locate = _line_locator(text, first_line)
     warnings: list[tuple[int, str]] = []

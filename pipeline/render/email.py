@@ -62,7 +62,8 @@ def render_edition(post: Post, config: Config, *, channel: str = EMAIL_CHANNEL) 
                        {**context, "post": {**item, "body": neutralize(html_to_text(body_html))},
                         "footer": neutralize(foot.text)})
     return Edition(key=post.slug, subject=subject, preheader=preheader, html=html, text=text,
-                   lint=tuple(lint(html, where=post.path, clip_bytes=config.email.clip_bytes)))
+                   lint=tuple(lint(html, where=post.path, clip_bytes=config.email.clip_bytes,
+                                   post=post)))
 
 
 def compile_mjml(config: Config, template: str, context: dict[str, Any]) -> str:

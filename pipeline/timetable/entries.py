@@ -10,23 +10,73 @@ of the gap: 02:30 on the night clocks jump from 02:00 to 03:00 fires at 03:00).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.fields import RANGE, date_in_range, out_of_range, year_out_of_range
+
+# APScheduler is imported where a trigger is made (`Entry.trigger`, in `triggers.py`) or a cron
+# expression is not one `_plain_cron` can vouch for: every command loads the config, few of them
+# compute fire times.
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.I)
 _SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _LONGEST = timedelta(days=3653)
 # Intervals count from a fixed point, so `every: 6h` fires at the same times after a restart.
 _ANCHOR = datetime(2020, 1, 6)
+
+
+# `_plain_cron`: crontab's fields in order, each one's range as APScheduler 3 numbers it (0 is
+# Monday), and its names.
+_CRON_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()),
+                (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                (0, 6, ("mon", "tue", "wed", "thu", "fri", "sat", "sun")))
+_CRON_ALL = re.compile(r"\*(?:/([0-9]+))?")
+_CRON_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?(?:/([0-9]+))?")
+_CRON_NAMES = re.compile(r"([a-z]{3})(?:-([a-z]{3}))?", re.I | re.A)
+
+
+def _plain_cron(expression: str) -> bool:
+    """True if every field of the 5-field `expression` is a comma-separated list of `*`, `*/S`,
+    `N`, `N-M`, `N-M/S`, `N/S` or (months, weekdays) `NAME` and `NAME-NAME`, each within its
+    field's range as APScheduler checks it: a strict subset of what `CronTrigger.from_crontab`
+    accepts (tests/test_cron_check.py compares the two), decided without importing it. False
+    means "ask APScheduler", which accepts more (`last`, `1st mon`, `0-0/5`) and words the error."""
+    for text, (low, high, names) in zip(expression.split(), _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            if every := _CRON_ALL.fullmatch(item):
+                step = every.group(1)
+                if step is not None and not 1 <= int(step) <= high - low:
+                    return False
+            elif numbers := _CRON_RANGE.fullmatch(item):
+                first, last, step = numbers.groups()
+                if not _plain_range(int(first), None if last is None else int(last),
+                                    None if step is None else int(step), low, high):
+                    return False
+            elif names and (named := _CRON_NAMES.fullmatch(item)):
+                first, last = (n.lower() if n else None for n in named.groups())
+                if first not in names or (last is not None and last not in names):
+                    return False
+                # A month's number is its index + 1 (its field starts at 1), a weekday's its index.
+                if not _plain_range(names.index(first) + low,
+                                    None if last is None else names.index(last) + low, None, low, high):
+                    return False
+            else:
+                return False
+    return True
+
+
+def _plain_range(first: int, last: int | None, step: int | None, low: int, high: int) -> bool:
+    """`first[-last][/step]` within low..high, ascending, its step at most its span."""
+    end = high if last is None else last
+    if not low <= first <= end <= high:
+        return False
+    return step is None or 1 <= step <= end - first
 
 
 def parse_duration(text: str) -> timedelta:
@@ -110,10 +160,13 @@ class Entry(BaseModel):
         if v is not None:
             if len(v.split()) != 5:
                 raise ValueError(f"cron {v!r} must have 5 fields: minute hour day-of-month month day-of-week")
-            try:
-                CronTrigger.from_crontab(v, timezone=UTC)
-            except ValueError as exc:
-                raise ValueError(f"cron {v!r} is not valid ({exc})") from None
+            if not _plain_cron(v):
+                from apscheduler.triggers.cron import CronTrigger
+
+                try:
+                    CronTrigger.from_crontab(v, timezone=UTC)
+                except ValueError as exc:
+                    raise ValueError(f"cron {v!r} is not valid ({exc})") from None
         return v
 
     @property
@@ -125,6 +178,11 @@ class Entry(BaseModel):
 
     def trigger(self, default_tz: str) -> BaseTrigger:
         """The APScheduler trigger of this entry."""
+        from apscheduler.triggers.date import DateTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from pipeline.timetable.triggers import GapAwareCronTrigger
+
         tz = self.zone(default_tz)
         if self.cron:
             return GapAwareCronTrigger.from_crontab(self.cron, timezone=tz)
@@ -132,36 +190,6 @@ class Entry(BaseModel):
             return DateTrigger(run_date=self.at if self.at.tzinfo else self.at.replace(tzinfo=tz))
         return IntervalTrigger(seconds=parse_duration(self.every or "").total_seconds(),
                                start_date=_ANCHOR.replace(tzinfo=tz), timezone=tz)
-
-
-class GapAwareCronTrigger(CronTrigger):
-    """A CronTrigger that fires a wall-clock time skipped by a spring-forward change at the end
-    of the gap (APScheduler 3 would fire it an hour past the gap's end)."""
-
-    def get_next_fire_time(self, previous_fire_time, now):  # type: ignore[no-untyped-def]
-        fire = super().get_next_fire_time(previous_fire_time, now)
-        if fire is None or _exists(fire):
-            return fire
-        return _gap_end(fire)
-
-
-def _exists(moment: datetime) -> bool:
-    naive = moment.replace(tzinfo=None)
-    return moment.astimezone(UTC).astimezone(moment.tzinfo).replace(tzinfo=None) == naive
-
-
-def _gap_end(moment: datetime) -> datetime:
-    """The first valid instant after a wall-clock time that does not exist."""
-    tz: tzinfo = moment.tzinfo  # type: ignore[assignment]
-    late = moment.astimezone(UTC)                      # somewhere after the transition
-    early = late - timedelta(hours=3)
-    while late - early > timedelta(seconds=1):         # the transition instant, to the second
-        mid = early + (late - early) / 2
-        if mid.astimezone(tz).utcoffset() == late.astimezone(tz).utcoffset():
-            late = mid
-        else:
-            early = mid
-    return late.replace(microsecond=0).astimezone(tz)
 
 
 def fire_times(entry: Entry, default_tz: str, after: datetime, count: int) -> list[datetime]:
