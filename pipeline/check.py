@@ -37,16 +37,29 @@ def check_templates(config: Config) -> list[Problem]:
 
 def check_channels(config: Config) -> list[Problem]:
     """Every channel entry: a known type, valid settings, its environment variables set."""
+    from pipeline.channels.base import network_problem
     from pipeline.channels.registry import channel_settings
 
     problems = []
     for name in config.channels:
         try:
-            channel_settings(config, name)
+            cls, settings = channel_settings(config, name)
         except PipelineError as exc:
-            problems += [Problem(where=line.split(": ", 1)[0], message=line.split(": ", 1)[-1])
-                         for line in str(exc).splitlines()]
+            problems += [_problem(line) for line in str(exc).splitlines()]
+            continue
+        # A social channel whose network is off would post nothing: no snippet is rendered for it.
+        own = getattr(settings, "network", None)        # a webhook names its network
+        network = own or getattr(cls, "network", None)
+        if isinstance(network, str) and (line := network_problem(config, name, network,
+                                                                 key="network" if own else None)):
+            problems.append(_problem(line))
     return problems
+
+
+def _problem(line: str) -> Problem:
+    """A `file:LINE: key: message` line as a Problem."""
+    where, _, message = line.partition(": ")
+    return Problem(where=where, message=message)
 
 
 def email_channels(config: Config) -> list[str]:

@@ -218,3 +218,13 @@ def ledger(engine) -> Iterator[Ledger]:  # type: ignore[no-untyped-def]
     ledger = Ledger(engine)
     yield ledger
     ledger.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_image_cache() -> Iterator[None]:
+    """Post images are cached per process (pipeline/channels/images.py): each test fetches its own."""
+    from pipeline.channels import images
+
+    images.cache_clear()
+    yield
+    images.cache_clear()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 
 import pytest
 
-from tests.conftest import SEED_SLUG
+from tests.conftest import SEED_SLUG, add_channel
 
 SLUGS = (SEED_SLUG, "2024-03-12-your-first-infusion", "mood-journal")
 TITLES = {
@@ -222,3 +223,13 @@ def test_help_works(run_cli, tmp_path):
     assert "Usage:" in result.stdout
     assert "check" in result.stdout
     assert "preview" in result.stdout
+
+
+def test_check_names_a_social_channel_whose_network_is_off(project, run_cli):
+    add_channel(project, "page", "facebook", {"page_id": "5678", "access_token": "${FACEBOOK_PAGE_TOKEN}"})
+    result = run_cli("check", cwd=project, env={"FACEBOOK_PAGE_TOKEN": "t0ken"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = [x for x in (result.stdout + result.stderr).splitlines() if "facebook network" in x]
+    assert re.search(r"config\.yaml:\d+: channels\.page: the facebook network is not enabled under "
+                     r"`networks:`; add `facebook: \{\}` there", line), line
+    assert "t0ken" not in result.stdout + result.stderr

@@ -22,7 +22,10 @@ E_ACUTE_NFD = "e\u0301"                                                         
 
 
 def test_registry_names_every_network_with_its_default_limit():
-    assert dict(NETWORKS) == {"x": X, "mastodon": Mastodon, "bluesky": Bluesky}
+    assert {n: NETWORKS[n] for n in ("x", "mastodon", "bluesky")} == {"x": X, "mastodon": Mastodon,
+                                                                      "bluesky": Bluesky}
+    # (and linkedin, threads, telegram, facebook: tests/test_networks_social.py)
+    assert set(NETWORKS) == {"x", "mastodon", "bluesky", "linkedin", "threads", "telegram", "facebook"}
     assert (X.default_limit, Mastodon.default_limit, Bluesky.default_limit) == (280, 500, 300)
 
 

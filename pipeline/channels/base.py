@@ -6,6 +6,8 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.config import Config
+from pipeline.errors import ConfigError
 from pipeline.models import Delivery, Receipt
 
 
@@ -33,3 +35,22 @@ class Channel(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def network_problem(config: Config, name: str, network: str, *, key: str | None = None) -> str | None:
+    """Why the channel `name` would post nothing on `network` (it is not enabled under `networks:`,
+    so no snippet is rendered for it), as a `config.yaml:LINE: key: message` line; None if it is.
+    `key`: the channel's setting that names the network, when it has one."""
+    settings = config.networks.get(network)
+    if settings is not None and settings.enabled:
+        return None
+    where = config.where("channels", name, *((key,) if key else ()))
+    other = f" or choose another `{key}`" if key else ""
+    return (f"{where}: the {network} network is not enabled under `networks:`; "
+            f"add `{network}: {{}}` there{other}")
+
+
+def require_network(config: Config, name: str, network: str, *, key: str | None = None) -> None:
+    """Raise ConfigError when `network_problem` finds one."""
+    if (problem := network_problem(config, name, network, key=key)) is not None:
+        raise ConfigError(problem)

@@ -2,9 +2,15 @@
 (`com.atproto.repo.createRecord`), logged in once with the account's handle and an app password.
 
 The record carries facets (UTF-8 byte ranges) for the link, whose text is shortened while its
-target keeps the full URL, and for the hashtags; an external card (title, summary, the post's image
-as a thumbnail when it can be fetched) on a single post and on a thread's first part; and, for a
-thread's parts 2..n, reply references to the first and the previous part.
+target keeps the full URL, and for the hashtags; an embed on a single post and on a thread's first
+part; and, for a thread's parts 2..n, reply references to the first and the previous part.
+
+The embed follows `image:`. `attach` (the default): the post's image as an `app.bsky.embed.images`
+embed with its `image_alt` and aspect ratio (the link stays clickable in the text's facets).
+`card`: an `app.bsky.embed.external` link card (title, summary, the image as its thumbnail).
+`none`: the link card without a thumbnail. The image is fetched once (pipeline.channels.images),
+fitted to the blob limit (1,000,000 bytes, 2,000 pixels a side) and uploaded as a blob once per
+URL; an image that cannot be had is left out with a warning (`attach` then falls back to the card).
 
 Idempotent: the record key (rkey) is a TID derived from the delivery (the post's date and the
 delivery key), so a resend writes to the same key and can never create a second post. A PDS
@@ -20,12 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mimetypes
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 import regex
@@ -37,6 +41,7 @@ from atproto_core.exceptions import AtProtocolError
 from pydantic import SecretStr, ValidationError, field_validator
 
 from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
+from pipeline.channels.images import Image, ImageMode, fetch_image, fit
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.fields import http_url
@@ -50,7 +55,8 @@ COLLECTION = "app.bsky.feed.post"
 LINK_FEATURE = "app.bsky.richtext.facet#link"
 TAG_FEATURE = "app.bsky.richtext.facet#tag"
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"     # base32-sortable
-THUMB_MAX_BYTES = 1_000_000     # app.bsky.embed.external's thumb: an image/* blob of at most 1 MB
+BLOB_MAX_BYTES = 1_000_000      # an embed's image (or a card's thumb): an image/* blob of at most 1 MB
+IMAGE_MAX_SIDE = 2000           # what the Bluesky app resizes images to anyway
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WORD = r"\p{L}\p{M}\p{N}_"     # what continues a hashtag (as in pipeline.render.social)
 _LANGUAGE = regex.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
@@ -64,6 +70,7 @@ class BlueskySettings(HttpSettings):
     handle: str                                # e.g. news.example.com (or the account's email)
     app_password: SecretStr                    # an app password, never the account's password
     language: str | None = None                # the posts' `langs`; default: site.locale's language
+    image: ImageMode | None = None             # default attach: an images embed with the alt text
 
     @field_validator("handle")
     @classmethod
@@ -102,7 +109,8 @@ class Bluesky:
         self.http = httpx.Client(timeout=settings.timeout, follow_redirects=True)
         self._did: str | None = None
         self._handle = settings.handle
-        self._thumbs: dict[str, dict[str, Any]] = {}    # image URL -> uploaded blob, for retries
+        self.image: ImageMode = settings.image or "attach"
+        self._blobs: dict[str, dict[str, Any]] = {}     # image URL -> uploaded blob, for retries
         self._lock = threading.Lock()
 
     def send(self, delivery: Delivery) -> Receipt:
@@ -172,43 +180,40 @@ class Bluesky:
                        self.config)
 
     def _card(self, post: Post, uri: str) -> dict[str, Any]:
+        """The embed: the image with its alt text, or the link card (with the image as its
+        thumbnail unless `image` is none)."""
+        image = fetch_image(post, self.http) if post.image and self.image != "none" else None
+        blob = self._blob(post, image) if image is not None else None
+        if blob is not None and image is not None and self.image == "attach":
+            return {"$type": "app.bsky.embed.images",
+                    "images": [{"image": blob, "alt": image.alt or "",
+                                "aspectRatio": {"width": image.width, "height": image.height}}]}
         external: dict[str, Any] = {"uri": uri, "title": post.title, "description": post.summary or ""}
-        thumb = self._thumb(post) if post.image else None
-        if thumb is not None:
-            external["thumb"] = thumb
+        if blob is not None:
+            external["thumb"] = blob
         return {"$type": "app.bsky.embed.external", "external": external}
 
-    def _thumb(self, post: Post) -> dict[str, Any] | None:
-        """The post's image uploaded as a blob, or None (logged): a card without a thumbnail is
-        better than no post."""
-        assert post.image is not None
-        if post.image in self._thumbs:
-            return self._thumbs[post.image]
+    def _blob(self, post: Post, image: Image) -> dict[str, Any] | None:
+        """The image fitted to the blob limit and uploaded (once per URL), or None (logged): a
+        post without its image is better than no post."""
+        with self._lock:
+            if image.url in self._blobs:
+                return self._blobs[image.url]
         try:
-            response = self.http.get(post.image)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            log.warning("%s: %s: cannot fetch the image %s (%s); posting without a thumbnail",
-                        self.name, post.slug, post.image, exc)
-            return None
-        mime = (response.headers.get("content-type", "").split(";")[0].strip()
-                or mimetypes.guess_type(urlsplit(post.image).path)[0] or "")
-        problem = ("is not an image" if not mime.startswith("image/")
-                   else f"is larger than {THUMB_MAX_BYTES} bytes" if len(response.content) > THUMB_MAX_BYTES
-                   else None)
-        if problem:
-            log.warning("%s: %s: the image %s %s; posting without a thumbnail", self.name, post.slug,
-                        post.image, problem)
+            fitted = fit(image, max_bytes=BLOB_MAX_BYTES, max_side=IMAGE_MAX_SIDE)
+        except ValueError as exc:       # no size fits the blob limit
+            log.warning("%s: %s: %s; posting without it", self.name, post.path, exc)
             return None
         try:
-            blob = self.client.com.atproto.repo.upload_blob(response.content,
-                                                            headers={"Content-Type": mime}).blob
+            blob = self.client.com.atproto.repo.upload_blob(fitted.data,
+                                                            headers={"Content-Type": fitted.mime}).blob
         except AtProtocolError as exc:
-            log.warning("%s: %s: uploading the image failed (%s); posting without a thumbnail",
-                        self.name, post.slug, _describe(exc))
+            log.warning("%s: %s: uploading the image %s failed (%s); posting without it",
+                        self.name, post.path, image.url, _describe(exc))
             return None
-        self._thumbs[post.image] = blob.model_dump(mode="json", by_alias=True)
-        return self._thumbs[post.image]
+        with self._lock:
+            self._blobs[image.url] = blob.model_dump(mode="json", by_alias=True)
+            return self._blobs[image.url]
 
     # Creating it
 

@@ -19,7 +19,9 @@ from pipeline.config import Config, mask_secrets, resolve_env
 from pipeline.errors import ConfigError
 
 _MODULES = {"outbox": "outbox:Outbox", "smtp": "smtp:Smtp", "x": "x:X", "mastodon": "mastodon:Mastodon",
-            "bluesky": "bluesky:Bluesky", "webhook": "webhook:Webhook", "devto": "devto:Devto"}
+            "bluesky": "bluesky:Bluesky", "webhook": "webhook:Webhook", "devto": "devto:Devto",
+            "threads": "threads:Threads", "telegram": "telegram:Telegram",
+            "linkedin": "linkedin:LinkedIn", "facebook": "facebook:Facebook"}
 
 
 class _Registry(Mapping[str, Any]):

@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
+from pipeline.channels.base import require_network
 from pipeline.channels.http import HttpSettings, http_error, post_json
 from pipeline.config import Config
-from pipeline.errors import ChannelError, ConfigError
+from pipeline.errors import ChannelError
 from pipeline.models import Delivery, Receipt
 from pipeline.networks.registry import NETWORKS
 
@@ -93,10 +94,7 @@ class Webhook:
         self.settings = settings
         self.concurrency = 1
         self.network = settings.network
-        enabled = config.networks.get(settings.network)
-        if enabled is None or not enabled.enabled:
-            raise ConfigError(f"{config.source}: channels.{name}.network: {settings.network!r} is not "
-                              "enabled under `networks:`; enable it or choose another network")
+        require_network(config, name, settings.network, key="network")
         self._url = settings.url.get_secret_value()
         self._shown = _redacted(self._url)
         self._filter = _RedactUrl(self._url, self._shown)

@@ -1,9 +1,11 @@
 """X (Twitter): posts each snippet with the v2 API (`POST /2/tweets`) through tweepy, signed with
 OAuth 1.0a user context (the four keys of an app with read and write access).
 
-A thread's parts 2..n reply to the part before them. A post's image is NOT attached: tweepy 4.17
-has no v2 media upload (and the v1.1 one is being retired), so the image is skipped with one
-warning per post and the post goes out as text with its link (X shows the link's card instead).
+A thread's parts 2..n reply to the part before them. A post's image is never uploaded: tweepy
+(4.17, the newest release) has no X API v2 media upload (`POST /2/media/upload`), only the v1.1
+`API.media_upload` on upload.twitter.com, which X has retired. So `image:` is `card` by default
+(X shows the link's card, with the page's image); `attach` cannot be honoured and logs one warning
+per post, the post going out as text with its link; `none` changes nothing X would show.
 
 Error rules: a 429 waits for `x-rate-limit-reset` (or leaves the delivery pending when that is
 beyond `max_wait`); 5xx and a connection that could not be opened are retried; 401/403 fail with
@@ -24,6 +26,7 @@ from pydantic import SecretStr
 from urllib3.exceptions import ProtocolError
 
 from pipeline.channels.http import HttpSettings, http_error, sent_but_unanswered
+from pipeline.channels.images import ImageMode
 from pipeline.config import Config
 from pipeline.errors import ChannelError
 from pipeline.fields import http_url
@@ -47,6 +50,7 @@ class XSettings(HttpSettings):
     access_token: SecretStr
     access_token_secret: SecretStr
     base_url: Annotated[str, http_url("https://api.x.com")] = "https://api.x.com"
+    image: ImageMode | None = None      # default card; attach is not possible (see the module)
 
 
 class _RebasedSession(requests.Session):
@@ -77,8 +81,8 @@ class _Client(tweepy.Client):
 class X:
     """Posts snippets to X with tweepy (`Client.create_tweet`, OAuth 1.0a user context).
 
-    Images are skipped: tweepy 4.17 has no v2 media upload, so a post's image is left out with a
-    logged warning (once per post) and the text and link are posted alone."""
+    Images are not uploaded: tweepy has no v2 media upload, so X shows the link's card; with
+    `image: attach` the image is left out with a logged warning (once per post)."""
 
     type: ClassVar[str] = "x"
     kinds: ClassVar[frozenset[str]] = frozenset({"social"})
@@ -98,6 +102,7 @@ class X:
             access_token=settings.access_token.get_secret_value(),
             access_token_secret=settings.access_token_secret.get_secret_value(),
             return_type=dict, wait_on_rate_limit=False)   # rate limits are the orchestrator's
+        self.image: ImageMode = settings.image or "card"
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -123,14 +128,15 @@ class X:
 
     def _warn_image(self, delivery: Delivery) -> None:
         rendered = delivery.rendered
-        if rendered is None or not rendered.post.image:
+        if self.image != "attach" or rendered is None or not rendered.post.image:
             return
         with self._lock:
             if rendered.post.slug in self._warned:
                 return
             self._warned.add(rendered.post.slug)
-        log.warning("%s: %s: the image is not attached (tweepy has no X API v2 media upload); "
-                    "posting the text and link only", self.name, rendered.post.slug)
+        log.warning("%s: %s: the image %s is not attached (tweepy has no X API v2 media upload; "
+                    "set image: card to silence this); posting the text and link only",
+                    self.name, rendered.post.path, rendered.post.image)
 
     def close(self) -> None:
         """Close the HTTP session."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,10 @@ class SocialFields(BaseModel):
     x: str | None = None
     mastodon: str | None = None
     bluesky: str | None = None
+    linkedin: str | None = None
+    threads: str | None = None
+    telegram: str | None = None
+    facebook: str | None = None
     thread: bool = False
 
 
@@ -399,8 +403,11 @@ def _build(fm: FrontMatter, source: _Source, item: PostFile, where: str, config:
                         "https://... or a path on the site such as /images/photo.jpg")
     if problems:
         raise PostError(where, *problems)
+    body_html: str | Callable[[], str]
     if source.markdown:
-        body_markdown, body_html = source.body, markdown_to_html(source.body, base=base)
+        # Converted when first read: a command that sends or shows one post of many (or none)
+        # converts only that one.
+        body_markdown, body_html = source.body, partial(markdown_to_html, source.body, base=base)
     else:
         # reStructuredText: the HTML docutils wrote, sanitized; Markdown accepts it as is.
         body_html = sanitize(source.body, rewrite=lambda url: body_url(url, base))

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from pipeline.models import Problem, Severity
+from pipeline.models import Post, Problem, Severity
 from pipeline.render.personalize import PLACEHOLDER
 
 ABSOLUTE = ("http://", "https://", "mailto:", "tel:", "#")
@@ -78,17 +78,24 @@ def unreachable(url: str) -> str | None:
     return None
 
 
-def lint(html: str, *, where: str, clip_bytes: int = 102_000) -> Iterator[Problem]:
+def lint(html: str, *, where: str, clip_bytes: int = 102_000, post: Post | None = None) -> Iterator[Problem]:
     """Warnings for a compiled edition: size vs Gmail's clip, images without alt text,
-    relative links, and a missing unsubscribe placeholder."""
+    relative links, and a missing unsubscribe placeholder; with `post`, its `image` without an
+    `image_alt` too (reported once, as the front matter's, not again as the email's image)."""
     size = len(html.encode("utf-8"))
     if size > clip_bytes:
         yield _warn(where, f"email HTML is {size / 1000:.0f} KB; Gmail clips messages over "
                            f"{clip_bytes / 1000:.0f} KB (shorten the post or split it)")
     scan = _Scan()
     scan.feed(html)
+    reported: set[str | None] = set()
+    if post is not None:
+        for problem in image_alt(post):
+            reported.add(post.image)
+            yield problem
     for src in scan.images_without_alt:
-        yield _warn(where, f"image without alt text: {src} (add image_alt or ![alt](...))")
+        if src not in reported:
+            yield _warn(where, f"image without alt text: {src} (add image_alt or ![alt](...))")
     for url in scan.relative_links:
         yield _warn(where, f"relative link {url!r} will not work in an email; make it absolute")
     for url, why in scan.broken_links:
@@ -96,6 +103,15 @@ def lint(html: str, *, where: str, clip_bytes: int = 102_000) -> Iterator[Proble
     if "{{ recipient.unsubscribe_url }}" not in html:
         yield _warn(where, "no unsubscribe link: the template must contain "
                            "{{ recipient.unsubscribe_url }}")
+
+
+def image_alt(post: Post) -> Iterator[Problem]:
+    """A post whose `image` has no `image_alt`: the networks that attach the image (Mastodon,
+    Bluesky, LinkedIn...) and screen readers would show it without a description."""
+    if post.image and not (post.image_alt or "").strip():
+        yield _warn(post.path, f"front matter: 'image' ({post.image}) has no 'image_alt'; add "
+                               "image_alt: \"what the image shows\" (posted with the image as its "
+                               "description, and read out by screen readers)")
 
 
 def _warn(where: str, message: str) -> Problem:

@@ -54,6 +54,7 @@ from pipeline.render.email import environment
 from pipeline.render.personalize import Fill
 from pipeline.store.feed_entries import stored_version
 from pipeline.timetable.schedule import NextDigest, next_digests
+from pipeline.web.calendar import CalendarPages
 from pipeline.web.post_status import LedgerCache, post_states
 from pipeline.web.send_test import SentTest, email_channel, send_digest_test, send_test
 
@@ -164,11 +165,13 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
     workspace = Workspace(Path(config_path).resolve())
     token = secrets.token_urlsafe(24)
     pages = _Pages(workspace, token, now)
+    calendar = CalendarPages(workspace.current, pages._render, now)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         pages.ledger.close()
+        calendar.close()
 
     return Starlette(lifespan=lifespan, routes=[
         Route("/", pages.index, methods=["GET"]),
@@ -179,6 +182,8 @@ def create_preview_app(config_path: str | Path, *, host: str = "127.0.0.1",
         Route("/digests/{entry}/{channel}", pages.digest, methods=["GET"]),
         Route("/digests/{entry}/{channel}/email.html", pages.digest_html, methods=["GET"]),
         Route("/digests/{entry}/{channel}/send-test", pages.digest_send_test, methods=["POST"]),
+        Route("/calendar", calendar.page, methods=["GET"]),
+        Route("/calendar.ics", calendar.ics, methods=["GET"]),
         Route("/api/version", pages.version, methods=["GET"]),
         Route("/healthz", lambda _: PlainTextResponse("ok"), methods=["GET"]),
     ], middleware=[Middleware(OwnHosts, host=host)])

@@ -4,6 +4,7 @@ the exact createSession / createRecord / uploadBlob requests, facets, rkeys, thr
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import time
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import PIL.Image
 import pytest
 import respx
 from atproto_client.models.string_formats import TID_RE
 
+from pipeline.channels import images
 from pipeline.channels.bluesky import TID_ALPHABET, facets, record_key, tid
 from pipeline.config import Config, load_config
 from pipeline.models import Link, Status
@@ -90,7 +93,8 @@ def script(*first: httpx.Response | Exception) -> Callable[[httpx.Request], http
 @pytest.fixture
 def pds() -> Iterator[respx.MockRouter]:
     """A PDS: login succeeds, createRecord creates, getRecord finds nothing. No other request
-    (and no real network) is allowed."""
+    (and no real network) is allowed. The image cache starts empty."""
+    images.cache_clear()
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
         mock.post(f"{XRPC}/com.atproto.server.createSession", name="login").respond(
             200, json={"did": DID, "handle": HANDLE, "accessJwt": ACCESS_JWT, "refreshJwt": REFRESH_JWT,
@@ -99,6 +103,7 @@ def pds() -> Iterator[respx.MockRouter]:
         mock.get(f"{XRPC}/com.atproto.repo.getRecord", name="get").respond(
             400, json={"error": "RecordNotFound", "message": "Could not locate record"})
         yield mock
+    images.cache_clear()
 
 
 send = partial(send_through, name=NAME)
@@ -388,38 +393,120 @@ def test_thread_parts_reply_to_the_first_and_the_previous_part(project, monkeypa
 
 
 IMAGE_URL = "https://www.rtrwellnesscenter.com/images/infusion-room.jpg"
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9"
+ALT = "A quiet treatment room with a reclining chair, a blanket and soft window light"
+
+
+def photo(size: tuple[int, int] = (600, 400), quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    PIL.Image.new("RGB", size, "teal").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def noisy_photo(size: tuple[int, int]) -> bytes:
+    """A photo that compresses badly: over the 1 MB blob limit."""
+    bands = [PIL.Image.effect_noise(size, 90).convert("L") for _ in range(3)]
+    out = io.BytesIO()
+    PIL.Image.merge("RGB", bands).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+JPEG = photo()
 BLOB = {"$type": "blob", "ref": {"$link": "bafkreibcqb2wxy3gyz7jv6xw6wjduzd2pbsw3ivhqcuqggpeb4ez6vc5ey"},
         "mimeType": "image/jpeg", "size": len(JPEG)}
-
-
 # atproto 0.0.73 hands the blob to httpx as `data=` bytes, which httpx 0.28 deprecates.
-@pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
-def test_card_thumbnail_is_the_uploaded_post_image(project, monkeypatch, pds):
-    config = bsky_config(project, monkeypatch)
-    image = pds.get(IMAGE_URL, name="image").respond(200, content=JPEG,
+ASPECT = "app.bsky.embed.defs#aspectRatio"      # atproto's model adds the $type
+UPLOAD_WARNING = "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
+
+
+def serve_image(pds: respx.MockRouter, data: bytes = JPEG) -> tuple[respx.Route, respx.Route]:
+    image = pds.get(IMAGE_URL, name="image").respond(200, content=data,
                                                      headers={"Content-Type": "image/jpeg"})
     upload = pds.post(f"{XRPC}/com.atproto.repo.uploadBlob", name="upload").respond(200, json={"blob": BLOB})
+    return image, upload
+
+
+@pytest.mark.filterwarnings(UPLOAD_WARNING)
+def test_attach_embeds_the_uploaded_image_with_its_alt_and_keeps_the_link_facet(project, monkeypatch, pds):
+    config = bsky_config(project, monkeypatch)
+    image, upload = serve_image(pds)
     assert send(config, INFUSION).sent == 1
     assert image.call_count == 1
     [call] = upload.calls
-    assert call.request.content == JPEG
+    assert call.request.content == JPEG                  # within the limits: sent as it is
     assert call.request.headers["Content-Type"] == "image/jpeg"
     assert call.request.headers["Authorization"] == f"Bearer {ACCESS_JWT}"
     [body] = bodies(pds)
+    assert body["record"]["embed"] == {"$type": "app.bsky.embed.images",
+                                       "images": [{"$type": "app.bsky.embed.images#image",
+                                                   "image": BLOB, "alt": ALT,
+                                                   "aspectRatio": {"$type": ASPECT, "width": 600,
+                                                                   "height": 400}}]}
+    links = [f for f in body["record"]["facets"] if f["features"][0]["$type"].endswith("#link")]
+    assert len(links) == 1 and "utm_source=bluesky" in links[0]["features"][0]["uri"]
+
+
+@pytest.mark.filterwarnings(UPLOAD_WARNING)
+def test_an_image_over_the_blob_limit_is_fitted_under_it(project, monkeypatch, pds):
+    config = bsky_config(project, monkeypatch)
+    big = noisy_photo((1500, 1000))
+    assert len(big) > 1_000_000
+    _, upload = serve_image(pds, big)
+    assert send(config, INFUSION).sent == 1
+    [call] = upload.calls
+    assert len(call.request.content) <= 1_000_000
+    with PIL.Image.open(io.BytesIO(call.request.content)) as im:
+        assert im.format == "JPEG" and im.width / im.height == pytest.approx(1.5, abs=0.01)
+    [body] = bodies(pds)
+    assert body["record"]["embed"]["images"][0]["aspectRatio"] == {"$type": ASPECT, "width": 1500,
+                                                                   "height": 1000}
+
+
+@pytest.mark.filterwarnings(UPLOAD_WARNING)
+def test_card_thumbnail_is_the_uploaded_post_image(project, monkeypatch, pds):
+    config = bsky_config(project, monkeypatch, image="card")
+    image, upload = serve_image(pds)
+    assert send(config, INFUSION).sent == 1
+    assert image.call_count == 1 and upload.call_count == 1
+    [body] = bodies(pds)
+    assert body["record"]["embed"]["$type"] == "app.bsky.embed.external"
     external = body["record"]["embed"]["external"]
     assert external["thumb"] == BLOB
     assert external["title"] == "Your First Infusion: What to Expect, Step by Step"
     assert external["description"].startswith("A first ketamine infusion is calmer")
 
 
-def test_image_that_cannot_be_fetched_is_left_out_with_a_warning(project, monkeypatch, pds, caplog):
+def test_none_posts_the_card_without_a_thumbnail_and_fetches_nothing(project, monkeypatch, pds):
+    config = bsky_config(project, monkeypatch, image="none")
+    image, upload = serve_image(pds)
+    assert send(config, INFUSION).sent == 1
+    assert image.call_count == 0 and upload.call_count == 0
+    [body] = bodies(pds)
+    assert body["record"]["embed"]["$type"] == "app.bsky.embed.external"
+    assert "thumb" not in body["record"]["embed"]["external"]
+
+
+def test_image_that_cannot_be_fetched_falls_back_to_the_card_with_a_warning(project, monkeypatch, pds,
+                                                                            caplog):
     config = bsky_config(project, monkeypatch)
     pds.get(IMAGE_URL, name="image").respond(404, text="not found")
     upload = pds.post(f"{XRPC}/com.atproto.repo.uploadBlob", name="upload").respond(200, json={"blob": BLOB})
-    with caplog.at_level(logging.WARNING, logger="pipeline.channels.bluesky"):
+    with caplog.at_level(logging.WARNING):
         assert send(config, INFUSION).sent == 1
     assert upload.call_count == 0
     [body] = bodies(pds)
+    assert body["record"]["embed"]["$type"] == "app.bsky.embed.external"
     assert "thumb" not in body["record"]["embed"]["external"]
-    assert "cannot fetch the image" in caplog.text and "posting without a thumbnail" in caplog.text
+    assert f"the image {IMAGE_URL} cannot be fetched (HTTP 404); posting without it" in caplog.text
+
+
+@pytest.mark.filterwarnings(UPLOAD_WARNING)
+def test_a_failed_upload_falls_back_to_the_card_with_a_warning(project, monkeypatch, pds, caplog):
+    config = bsky_config(project, monkeypatch)
+    pds.get(IMAGE_URL, name="image").respond(200, content=JPEG, headers={"Content-Type": "image/jpeg"})
+    pds.post(f"{XRPC}/com.atproto.repo.uploadBlob", name="upload").respond(
+        400, json={"error": "BlobTooLarge", "message": "too big"})
+    with caplog.at_level(logging.WARNING):
+        assert send(config, INFUSION).sent == 1
+    [body] = bodies(pds)
+    assert body["record"]["embed"]["$type"] == "app.bsky.embed.external"
+    assert "uploading the image" in caplog.text and "BlobTooLarge" in caplog.text

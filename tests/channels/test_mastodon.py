@@ -4,7 +4,11 @@ each kind of failure leaves in the ledger."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
+import io
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,11 +16,14 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import PIL.Image
 import pytest
 import requests
 import responses
+import respx
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from pipeline.channels import images
 from pipeline.config import Config
 from pipeline.intake.posts import load_posts
 from pipeline.models import Snippet
@@ -294,10 +301,159 @@ def test_second_publish_sends_nothing(project, monkeypatch, mock):
     assert len(mock.calls) == calls
 
 
-def test_an_image_is_not_uploaded(project, monkeypatch, mock):
+INFUSION = "2024-03-12-your-first-infusion"
+IMAGE_URL = "https://www.rtrwellnesscenter.com/images/infusion-room.jpg"
+ALT = "A quiet treatment room with a reclining chair, a blanket and soft window light"
+MEDIA = f"{BASE}/api/v2/media"
+
+
+def photo(size: tuple[int, int] = (640, 480)) -> bytes:
+    out = io.BytesIO()
+    PIL.Image.new("RGB", size, "teal").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture
+def site() -> Iterator[respx.MockRouter]:
+    """The blog's web server (httpx, for the image fetch), with a fresh image cache."""
+    images.cache_clear()
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router
+    images.cache_clear()
+
+
+def media_instance(mock: responses.RequestsMock, **media: object) -> None:
+    """An instance document with media limits; Mastodon.py also reads v1 for the version."""
+    v2 = {"domain": "social.example", "version": "4.3.0", "api_versions": {"mastodon": 2},
+          "configuration": {"statuses": {"max_characters": 500, "max_media_attachments": 4},
+                            "media_attachments": media}}
+    mock.get(INSTANCE_V2, json=v2)
+    mock.get(INSTANCE_V1, json={"uri": "social.example", "version": "4.3.0"})
+
+
+def uploaded(media_id: str) -> dict[str, object]:
+    return {"status": 200, "json": {"id": media_id, "type": "image", "url": f"{BASE}/m/{media_id}.jpg",
+                                    "description": ALT}}
+
+
+def multipart(call: responses.Call) -> email.message.Message:
+    """The parsed multipart/form-data body of an upload."""
+    head = f"Content-Type: {call.request.headers['Content-Type']}\r\n\r\n".encode()
+    return email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + call.request.body)
+
+
+def parts(call: responses.Call) -> dict[str, tuple[str | None, bytes]]:
+    """name -> (content type, bytes) of each form field."""
+    return {part.get_param("name", header="content-disposition"):
+            (part.get_content_type(), part.get_payload(decode=True)) for part in multipart(call).iter_parts()}
+
+
+def test_the_image_is_uploaded_with_its_alt_and_attached_to_the_status(project, monkeypatch, mock, site):
     config = mastodon_config(project, monkeypatch)
-    instance(mock)
+    data = photo()
+    site.get(IMAGE_URL).respond(200, content=data, headers={"Content-Type": "image/jpeg"})
+    media_instance(mock, image_size_limit=16777216, image_matrix_limit=33177600,
+                   supported_mime_types=["image/jpeg", "image/png"])
+    mock.post(MEDIA, **uploaded("901"))
     mock.post(STATUSES, **created("11"))
-    assert send(config, "2024-03-12-your-first-infusion").sent == 1
+    assert send(config, INFUSION).sent == 1
+    upload, status = posts(mock)
+    assert upload.request.url == MEDIA and status.request.url == STATUSES
+    assert upload.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    fields = parts(upload)
+    assert fields["description"] == ("text/plain", ALT.encode())
+    assert fields["file"] == ("image/jpeg", data)        # fits as it is: sent byte for byte
+    assert form(status)["media_ids[]"] == "901"
+    [row] = rows(config)
+    assert status.request.headers["Idempotency-Key"] == key_of(row.key)
+
+
+def test_the_image_is_fitted_to_the_instances_media_limits(project, monkeypatch, mock, site):
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, content=photo((1600, 1200)), headers={"Content-Type": "image/jpeg"})
+    media_instance(mock, image_matrix_limit=640000, supported_mime_types=["image/jpeg"])   # 800 x 800
+    mock.post(MEDIA, **uploaded("902"))
+    mock.post(STATUSES, **created("12"))
+    assert send(config, INFUSION).sent == 1
+    mime, data = parts(posts(mock)[0])["file"]
+    with PIL.Image.open(io.BytesIO(data)) as im:
+        assert (mime, im.size) == ("image/jpeg", (800, 600))
+
+
+def test_a_retried_status_reuses_the_uploaded_media_and_its_idempotency_key(project, monkeypatch, mock,
+                                                                          site):
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, content=photo(), headers={"Content-Type": "image/jpeg"})
+    media_instance(mock)
+    mock.post(MEDIA, **uploaded("903"))
+    mock.post(STATUSES, body=requests.ReadTimeout("no answer"))
+    mock.post(STATUSES, **created("13"))
+    assert send(config, INFUSION).sent == 1
+    upload, first, second = posts(mock)
+    assert upload.request.url == MEDIA
+    assert form(first) == form(second) and form(second)["media_ids[]"] == "903"
+    assert first.request.headers["Idempotency-Key"] == second.request.headers["Idempotency-Key"]
+    assert len(site.calls) == 1
+
+
+def test_a_refused_upload_posts_the_status_without_the_image(project, monkeypatch, mock, site, caplog):
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, content=photo(), headers={"Content-Type": "image/jpeg"})
+    media_instance(mock)
+    mock.post(MEDIA, status=403, json={"error": "This action is outside the authorized scopes"})
+    mock.post(STATUSES, **created("14"))
+    with caplog.at_level(logging.WARNING):
+        assert send(config, INFUSION).sent == 1
+    assert "media_ids[]" not in form(posts(mock)[-1])
+    assert "lacks the write:media scope" in caplog.text and IMAGE_URL in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_an_upload_server_error_retries_the_delivery(project, monkeypatch, mock, site):
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, content=photo(), headers={"Content-Type": "image/jpeg"})
+    media_instance(mock)
+    mock.post(MEDIA, status=503, json={"error": "busy"})
+    mock.post(MEDIA, **uploaded("905"))
+    mock.post(STATUSES, **created("15"))
+    assert send(config, INFUSION).sent == 1
+    assert [c.request.url for c in posts(mock)] == [MEDIA, MEDIA, STATUSES]
+    assert form(posts(mock)[-1])["media_ids[]"] == "905"
+
+
+def test_an_image_that_cannot_be_fetched_is_left_out(project, monkeypatch, mock, site, caplog):
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, text="<html>moved</html>", headers={"Content-Type": "image/jpeg"})
+    instance(mock)
+    mock.post(STATUSES, **created("16"))
+    with caplog.at_level(logging.WARNING):
+        assert send(config, INFUSION).sent == 1
+    assert [c.request.url for c in posts(mock)] == [STATUSES]
+    assert f"the image {IMAGE_URL} is not an image" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["card", "none"])
+def test_card_and_none_upload_nothing(project, monkeypatch, mock, site, mode):
+    config = mastodon_config(project, monkeypatch, image=mode)
+    instance(mock)
+    mock.post(STATUSES, **created("17"))
+    assert send(config, INFUSION).sent == 1
     assert [c.request.url for c in mock.calls] == [INSTANCE_V2, STATUSES]
     assert "media_ids[]" not in form(posts(mock)[0])
+    assert len(site.calls) == 0
+
+
+def test_a_thread_carries_the_image_on_its_first_part_only(project, monkeypatch, mock, site, write_post):
+    write_post("thread.md", thread_post(80).replace(
+        "social: {thread: true}", f"social: {{thread: true}}\nimage: {IMAGE_URL}\nimage_alt: {ALT}"))
+    config = mastodon_config(project, monkeypatch)
+    site.get(IMAGE_URL).respond(200, content=photo(), headers={"Content-Type": "image/jpeg"})
+    media_instance(mock)
+    mock.post(MEDIA, **uploaded("906"))
+    count = len(snippets(config, "thread"))
+    for i in range(count):
+        mock.post(STATUSES, **created(f"200{i}"))
+    assert send(config, "thread").sent == count
+    statuses = [form(c) for c in posts(mock) if c.request.url == STATUSES]
+    assert [s.get("media_ids[]") for s in statuses] == ["906"] + [None] * (count - 1)
+    assert [c.request.url for c in posts(mock)].count(MEDIA) == 1

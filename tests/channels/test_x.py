@@ -216,12 +216,30 @@ def test_second_publish_sends_nothing(project, monkeypatch, mock):
     assert len(mock.calls) == 1
 
 
-def test_image_is_skipped_with_one_warning(project, monkeypatch, mock, caplog):
-    config = x_config(project, monkeypatch)
+INFUSION = "2024-03-12-your-first-infusion"
+IMAGE_URL = "https://www.rtrwellnesscenter.com/images/infusion-room.jpg"
+
+
+def test_attach_cannot_upload_and_skips_the_image_with_one_warning(project, monkeypatch, mock, caplog):
+    # tweepy 4.17 has no v2 media upload: nothing but the tweet may be requested.
+    config = x_config(project, monkeypatch, image="attach")
     mock.post(URL, **created("11"))
     with caplog.at_level(logging.WARNING, logger="pipeline.channels.x"):
-        assert send(config, "2024-03-12-your-first-infusion").sent == 1
+        assert send(config, INFUSION).sent == 1
     [call] = mock.calls
     assert set(body(call)) == {"text"}
-    warnings = [r for r in caplog.records if r.name == "pipeline.channels.x"]
-    assert len(warnings) == 1 and "image is not attached" in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.channels.x"]
+    assert len(warnings) == 1
+    assert f"the image {IMAGE_URL} is not attached" in warnings[0] and INFUSION in warnings[0]
+
+
+@pytest.mark.parametrize("mode", [None, "card", "none"])
+def test_card_the_default_and_none_post_the_text_alone_without_a_warning(project, monkeypatch, mock,
+                                                                          caplog, mode):
+    config = x_config(project, monkeypatch, **({"image": mode} if mode else {}))
+    mock.post(URL, **created("12"))
+    with caplog.at_level(logging.WARNING, logger="pipeline.channels.x"):
+        assert send(config, INFUSION).sent == 1
+    [call] = mock.calls
+    assert set(body(call)) == {"text"}
+    assert not [r for r in caplog.records if r.name == "pipeline.channels.x"]
