@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 from pydantic import Field
@@ -99,12 +100,18 @@ def sent_but_unanswered(service: str, exc: BaseException, *, idempotent: bool) -
 
 def post_json(client: httpx.Client, url: str, payload: object, *, service: str, shown: str,
               idempotent: bool, check: str) -> httpx.Response:
-    """POST `payload` as JSON and return the response, whatever its status. A connection never
-    opened is retryable; no answer once the request went out is `sent_but_unanswered`; any other
-    transport failure (a bad URL...) is permanent, naming `shown` (the URL as it may be shown:
-    no secret) and `check` (the setting to look at)."""
+    """`post` with `payload` as the JSON body."""
+    return post(client, url, service=service, shown=shown, idempotent=idempotent, check=check, json=payload)
+
+
+def post(client: httpx.Client, url: str, *, service: str, shown: str, idempotent: bool, check: str,
+         **request: Any) -> httpx.Response:
+    """POST (`request`: httpx's json=, data=, files=...) and return the response, whatever its
+    status. A connection never opened is retryable; no answer once the request went out is
+    `sent_but_unanswered`; any other transport failure (a bad URL...) is permanent, naming `shown`
+    (the URL as it may be shown: no secret) and `check` (the setting to look at)."""
     try:
-        return client.post(url, json=payload)
+        return client.post(url, **request)
     except NOT_SENT as exc:
         raise ChannelError(f"{service}: cannot connect to {shown} ({type(exc).__name__})",
                            retryable=True) from None

@@ -37,7 +37,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from pipeline.channels.base import require_network
-from pipeline.channels.http import MAYBE_SENT, NOT_SENT, HttpSettings, reset_after, sent_but_unanswered
+from pipeline.channels.http import HttpSettings, post, reset_after
 from pipeline.channels.images import Image, ImageMode, fetch_image, fit
 from pipeline.config import Config
 from pipeline.errors import ChannelError, RenderError
@@ -187,17 +187,8 @@ class Telegram:
         """POST a Bot API method; its `result`, else the ChannelError of the failure. No message
         carries the URL: it holds the token."""
         url = f"{self.settings.base_url}/bot{self._token}/{method}"
-        shown = self.settings.base_url
-        try:
-            response = self.client.post(url, **kwargs)
-        except NOT_SENT as exc:
-            raise ChannelError(f"{SERVICE}: cannot connect to {shown} ({type(exc).__name__})",
-                               retryable=True) from None
-        except MAYBE_SENT as exc:
-            raise sent_but_unanswered(SERVICE, exc, idempotent=False) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ChannelError(f"{SERVICE}: cannot send to {shown} ({type(exc).__name__}); check base_url",
-                               retryable=False) from None
+        response = post(self.client, url, service=SERVICE, shown=self.settings.base_url, idempotent=False,
+                        check="base_url", **kwargs)
         body = _body(response)
         if response.is_success and body.get("ok") is True and isinstance(body.get("result"), dict):
             return body["result"]
