@@ -1,6 +1,6 @@
-"""The plan as a calendar: the preview page's /calendar (in Chromium) and /calendar.ics, and
-`pipeline schedule --ics`, across the end of daylight-saving time in New York (Sun 2026-11-01,
-02:00 EDT -> 01:00 EST)."""
+"""The plan as a calendar: the preview page's /calendar.ics and `pipeline schedule --ics`, across
+the end of daylight-saving time in New York (Sun 2026-11-01, 02:00 EDT -> 01:00 EST). The page
+itself, in Chromium: tests/browser/test_calendar_browser.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from icalendar import Calendar
-from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from pipeline.config import load_config
 from pipeline.store.engine import engine_for
@@ -20,7 +19,6 @@ from pipeline.store.schema import deliveries
 from pipeline.timetable.calendar import MAX_FIRES, SentCounts, build_plan
 from pipeline.timetable.ical import cut_note, feed
 from pipeline.web.preview_page import create_preview_app
-from tests.browser.conftest import _loopback_only, launch_options
 from tests.conftest import SEED_SLUG
 from tests.servers import AppServers
 
@@ -138,74 +136,6 @@ def test_schedule_ics_agrees_with_schedule(project, run_cli, tmp_path):
     assert all(e.decoded("DTSTART").tzinfo is not None and e.decoded("DTSTART").utcoffset() == timedelta(0)
                for e in events)
     assert min(e.decoded("DTSTART") for e in events) >= datetime.fromisoformat(frm)
-
-
-# -- in Chromium ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(**launch_options())  # type: ignore[arg-type]
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.route("**/*", _loopback_only)
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
-
-
-def _cell(page: Page, uid: str) -> dict[str, str]:
-    """The day and hour of the cell that holds a send, and the send's time as shown."""
-    return page.eval_on_selector(f'[data-uid="{uid}"]', """e => ({
-        date: e.closest('td').dataset.date, hour: e.closest('td').dataset.hour || '',
-        time: e.dataset.time, zone: e.dataset.zone, link: e.getAttribute('href') || ''})""")
-
-
-@pytest.mark.browser
-def test_week_and_month_views_across_the_dst_change(page, served):
-    page.goto(served + "/")
-    page.click("#nav-calendar")
-    expect(page.locator("#calendar")).to_have_attribute("data-view", "week")
-    expect(page.locator("#cal-title")).to_have_text("Week of Mon 26 Oct 2026")
-    host = "@www.rtrwellnesscenter.com"
-    assert _cell(page, f"slots:outbox:20261030T143000Z{host}") == {
-        "date": "2026-10-30", "hour": "10", "time": "10:30", "zone": "EDT", "link": f"/posts/{INFUSION}"}
-    # Sunday, after the clocks went back: the slot is still at 10:30, now EST; the post that was
-    # to take it goes out earlier by its `publish_at`, so it is a slot with nothing known yet.
-    assert _cell(page, f"slots:outbox:20261101T153000Z{host}") == {
-        "date": "2026-11-01", "hour": "10", "time": "10:30", "zone": "EST", "link": ""}
-    expect(page.locator(f'[data-uid="slots:outbox:20261101T153000Z{host}"]')).to_contain_text("queue slot")
-    assert _cell(page, f"sunday-digest:outbox:20261101T140000Z{host}") == {
-        "date": "2026-11-01", "hour": "9", "time": "09:00", "zone": "EST",
-        "link": "/digests/sunday-digest/outbox"}
-    assert _cell(page, f"publish_at:outbox:{EXTRA}:{host}") == {
-        "date": "2026-11-01", "hour": "8", "time": "08:00", "zone": "EST", "link": f"/posts/{EXTRA}"}
-    assert _cell(page, f"sent:outbox:{SEED_SLUG}:{host}") == {
-        "date": "2026-10-27", "hour": "9", "time": "09:00", "zone": "EDT", "link": f"/posts/{SEED_SLUG}"}
-    expect(page.locator(f'[data-uid="sent:outbox:{SEED_SLUG}:{host}"]')).to_contain_text("3 sent")
-    expect(page.locator(f'[data-uid="sunday-digest:outbox:20261101T140000Z{host}"]')).to_contain_text(
-        "Autumn notes")
-
-    page.click("#cal-next")
-    expect(page.locator("#cal-title")).to_have_text("Week of Mon 02 Nov 2026")
-    assert _cell(page, f"slots:outbox:20261102T153000Z{host}")["time"] == "10:30"
-    page.click("#cal-previous")
-    page.click("#cal-other")
-    expect(page.locator("#calendar")).to_have_attribute("data-view", "month")
-    expect(page.locator("#cal-title")).to_have_text("October 2026")
-    assert _cell(page, f"slots:outbox:20261031T143000Z{host}")["date"] == "2026-10-31"
-    expect(page.locator('td[data-date="2026-11-01"] [data-kind="digest"]')).to_have_count(1)
-    expect(page.locator('td[data-date="2026-10-01"]')).to_have_count(1)
-    page.click("#cal-next")
-    expect(page.locator("#cal-title")).to_have_text("November 2026")
-    page.click(f'[data-uid="publish_at:outbox:{EXTRA}:{host}"]')
-    expect(page.locator("#title")).to_have_text("Autumn notes")
 
 
 def test_bad_query_says_what_to_give(served):

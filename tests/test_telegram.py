@@ -283,6 +283,8 @@ def test_the_token_never_reaches_the_logs(project, monkeypatch, mock, caplog):
     mock.get(IMAGE_URL).mock(return_value=httpx.Response(200, content=jpeg()))
     mock.post(PHOTO).mock(return_value=failed(400, f"Bad Request: token {TOKEN} echoed"))
     caplog.set_level(logging.DEBUG)
+    # Its own level too: the CLI quiets httpx to WARNING, and an earlier test may have run the CLI here.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     report = send(config, INFUSION)
     # httpx logs every request's URL at INFO: it is there, redacted.
     assert f"{BASE}/bot<token>/sendPhoto" in caplog.text
