@@ -228,3 +228,14 @@ def _fresh_image_cache() -> Iterator[None]:
     images.cache_clear()
     yield
     images.cache_clear()
+
+
+def jpeg(size: tuple[int, int] = (800, 600)) -> bytes:
+    """A real JPEG (the images module decodes what it fetches: fake bytes are refused)."""
+    import io
+
+    import PIL.Image
+
+    out = io.BytesIO()
+    PIL.Image.new("RGB", size, (90, 140, 200)).save(out, "JPEG", quality=85)
+    return out.getvalue()

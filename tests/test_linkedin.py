@@ -4,7 +4,6 @@ upload, the errors, the receipt, and the access token kept out of every log, err
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -13,11 +12,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import PIL.Image
 import pytest
 import respx
 
-from pipeline.channels.images import cache_clear
 from pipeline.channels.linkedin import DEFAULT_VERSION, commentary, escape
 from pipeline.config import Config
 from pipeline.errors import ConfigError
@@ -25,7 +22,7 @@ from pipeline.intake.posts import load_posts
 from pipeline.models import Link, Snippet
 from pipeline.publish import publish
 from pipeline.render.social import snippet
-from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through, thread_post
+from tests.conftest import SEED_SLUG, add_channel, jpeg, ledger_rows, send_through, thread_post
 
 NAME = "li"
 BASE = "https://api.linkedin.com"
@@ -59,16 +56,8 @@ def linkedin_config(project: Path, monkeypatch: pytest.MonkeyPatch, **extra: obj
 
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
-    cache_clear()
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(assert_all_called=False) as router:     # the image cache: cleared by conftest
         yield router
-    cache_clear()
-
-
-def jpeg(size: tuple[int, int] = (800, 600)) -> bytes:
-    out = io.BytesIO()
-    PIL.Image.new("RGB", size, (90, 140, 200)).save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def created(urn: str = "urn:li:share:7001") -> httpx.Response:

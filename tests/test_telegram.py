@@ -5,7 +5,6 @@ log line, error message and ledger row."""
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 import re
@@ -16,16 +15,14 @@ from functools import partial
 from pathlib import Path
 
 import httpx
-import PIL.Image
 import pytest
 import respx
 
-from pipeline.channels.images import cache_clear
 from pipeline.config import Config
 from pipeline.intake.sources import load_all
 from pipeline.networks.telegram import Telegram as TelegramCounter
 from pipeline.render.social import snippet
-from tests.conftest import SEED_SLUG, add_channel, ledger_rows, send_through
+from tests.conftest import SEED_SLUG, add_channel, jpeg, ledger_rows, send_through
 from tests.test_threads import enable_network
 
 NAME = "tg"
@@ -46,16 +43,8 @@ def telegram_config(project: Path, monkeypatch: pytest.MonkeyPatch, **extra: obj
 
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
-    cache_clear()
-    with respx.mock(assert_all_called=False) as router:
+    with respx.mock(assert_all_called=False) as router:     # the image cache: cleared by conftest
         yield router
-    cache_clear()
-
-
-def jpeg(size: tuple[int, int] = (800, 600)) -> bytes:
-    out = io.BytesIO()
-    PIL.Image.new("RGB", size, (90, 140, 200)).save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def sent(message_id: int = 42, *, username: str | None = "rtrwellness",
