@@ -35,6 +35,8 @@ from pipeline.workers.tasks import Deliverer, register
 
 log = logging.getLogger(__name__)
 
+STARTUP_PRUNE = 3600     # seconds: a worker silent this long is gone, whatever else happened
+
 _BUSY = ("SELECT count(*) AS n FROM procrastinate_jobs "
          "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')")
 
@@ -105,7 +107,9 @@ class _Runner:
             install_signal_handlers=False, delete_jobs="successful", listen_notify=True,
             fetch_job_polling_interval=1.0,
             update_heartbeat_interval=max(1.0, self.stalled_after / 4),
-            stalled_worker_timeout=self.stalled_after)
+            # procrastinate prunes at start with this: just after a database outage every
+            # heartbeat is old, the live workers' too; `_sweep` prunes, after a grace period.
+            stalled_worker_timeout=STARTUP_PRUNE)
         side = [asyncio.create_task(self._sweep())]
         if self.until_idle:
             side.append(asyncio.create_task(self._watch_idle(self.worker)))
@@ -125,6 +129,9 @@ class _Runner:
         """Every few seconds: forget the workers whose heartbeat stopped; their running jobs go
         back in the queue."""
         manager = self.app.job_manager
+        # Not at once: after a database outage every worker's last heartbeat is old, and the
+        # living need a heartbeat interval to show they live (else their jobs would run twice).
+        await asyncio.sleep(self.stalled_after)
         while True:
             try:
                 pruned = await manager.prune_stalled_workers(self.stalled_after)
