@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 STARTUP_PRUNE = 3600     # seconds: a worker silent this long is gone, whatever else happened
 
+_OWN_HEARTBEAT = ("SELECT last_heartbeat > now() - make_interval(secs => %(seconds)s) AS fresh "
+                  "FROM procrastinate_workers WHERE id = %(id)s")
 _BUSY = ("SELECT count(*) AS n FROM procrastinate_jobs "
          "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')")
 
@@ -134,6 +136,9 @@ class _Runner:
         await asyncio.sleep(self.stalled_after)
         while True:
             try:
+                if not await self._own_heartbeat_fresh():
+                    await asyncio.sleep(min(5.0, self.stalled_after / 4))
+                    continue
                 pruned = await manager.prune_stalled_workers(self.stalled_after)
                 stalled = await manager.get_stalled_jobs(queue=QUEUE,
                                                          seconds_since_heartbeat=self.stalled_after)
@@ -146,6 +151,22 @@ class _Runner:
             except queue_errors.ConnectorException as exc:
                 log.debug("stalled-job sweep skipped: %s", exc)
             await asyncio.sleep(min(5.0, self.stalled_after / 4))
+
+    async def _own_heartbeat_fresh(self) -> bool:
+        """Whether this worker's own heartbeat is recent. If it is as old as the others', the
+        database was away (not they): prune nobody this round. If another worker pruned this
+        one's row, stop its procrastinate worker: `main` starts another, registered afresh."""
+        worker = self.worker
+        if worker is None or worker.worker_id is None:
+            return False
+        row = await self.app.connector.execute_query_one_async(
+            query=_OWN_HEARTBEAT, id=worker.worker_id, seconds=self.stalled_after)
+        if row is None:
+            log.warning("worker %s: its registration was removed (a database outage?); registering again",
+                        self.name)
+            worker.stop()
+            return False
+        return bool(row["fresh"])
 
     async def _watch_idle(self, worker: queue_worker.Worker) -> None:
         """`--until-idle`: stop once no delivery job is waiting or running on any worker."""
