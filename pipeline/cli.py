@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -819,14 +819,21 @@ def subscribe_form(obj: _Context, action_url: str | None) -> None:
     out.print(snippet(obj.config, action), end="")
 
 
+def _metrics_options(port_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--metrics-port` (with `port_help`) and `--metrics-host`, as `run` and `worker` take them."""
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                               help="with --metrics-port: the address to listen on")(command)
+        return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                            help=port_help)(command)
+    return add
+
+
 @cli.command(short_help="Run the timetable (daemon or --once).")
 @click.option("--once", is_flag=True,
               help="fire the entries that are due now (or missed within max_lateness), then exit")
 @click.option("--dry-run", is_flag=True, help="send everything to the outbox instead of the real channels")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="serve Prometheus metrics on this port (the daemon only; docs/metrics.md)")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="with --metrics-port: the address to listen on")
+@_metrics_options("serve Prometheus metrics on this port (the daemon only; docs/metrics.md)")
 @click.pass_obj
 def run(obj: _Context, once: bool, dry_run: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the timetable: in the foreground until Ctrl-C / SIGTERM, or `--once`.
@@ -876,10 +883,7 @@ def run(obj: _Context, once: bool, dry_run: bool, metrics_port: int | None, metr
 @click.option("--concurrency", type=click.IntRange(1, 64), default=None,
               help="jobs at once (default: workers.concurrency)")
 @click.option("--until-idle", is_flag=True, help="exit once no delivery job is waiting or running")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="serve Prometheus metrics on this port (docs/metrics.md)")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="with --metrics-port: the address to listen on")
+@_metrics_options("serve Prometheus metrics on this port (docs/metrics.md)")
 @click.pass_obj
 def worker(obj: _Context, concurrency: int | None, until_idle: bool, metrics_port: int | None,
            metrics_host: str) -> None:

@@ -1,5 +1,6 @@
 """What the store writes differently on SQLite and on PostgreSQL, in one place: an INSERT that
-skips rows whose key exists, and the database's clock in UTC. Everything else is the same SQL."""
+skips rows whose key exists, and the database's clock (in UTC, and in seconds since the epoch).
+Everything else is the same SQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import DateTime, Engine, Table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Double
 
 
 def insert_ignore(engine: Engine, table: Table) -> Any:
@@ -41,3 +43,21 @@ def _utc_now(element: utc_now, compiler: SQLCompiler, **kw: object) -> str:
 @compiles(utc_now, "postgresql")
 def _utc_now_postgresql(element: utc_now, compiler: SQLCompiler, **kw: object) -> str:
     return "(now() AT TIME ZONE 'UTC')"
+
+
+class epoch_now(FunctionElement[float]):
+    """SQL: the database's clock in seconds since the epoch, one value within a statement."""
+
+    type = Double()
+    inherit_cache = True
+
+
+@compiles(epoch_now)
+def _epoch_now_sqlite(element: epoch_now, compiler: SQLCompiler, **kw: object) -> str:
+    # julianday('now') is the same for every use within one statement (millisecond precision).
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@compiles(epoch_now, "postgresql")
+def _epoch_now_postgresql(element: epoch_now, compiler: SQLCompiler, **kw: object) -> str:
+    return "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS DOUBLE PRECISION)"

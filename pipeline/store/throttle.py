@@ -25,34 +25,13 @@ import time
 from datetime import datetime
 
 from sqlalchemy import Engine, bindparam, case, select, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Double
 
-from pipeline.store.dialect import insert_ignore
+from pipeline.store.dialect import epoch_now, insert_ignore
 from pipeline.store.schema import rate_limits
 
 BLOCK_SECONDS = 1.0     # the most a process takes at once: this many seconds' worth of slots
 STALE = 0.1             # seconds a slot may be past and still be used (else it is given up)
-
-
-class epoch_now(FunctionElement[float]):
-    """SQL: the database's clock in seconds since the epoch, one value within a statement."""
-
-    type = Double()
-    inherit_cache = True
-
-
-@compiles(epoch_now)
-def _epoch_now_sqlite(element: epoch_now, compiler: SQLCompiler, **kw: object) -> str:
-    # julianday('now') is the same for every use within one statement (millisecond precision).
-    return "((julianday('now') - 2440587.5) * 86400.0)"
-
-
-@compiles(epoch_now, "postgresql")
-def _epoch_now_postgresql(element: epoch_now, compiler: SQLCompiler, **kw: object) -> str:
-    return "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS DOUBLE PRECISION)"
 
 
 def _later(column, value):  # type: ignore[no-untyped-def]
