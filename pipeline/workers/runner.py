@@ -5,8 +5,15 @@ database restarts, with a sweep that gives the jobs of dead workers to the livin
   `workers.stalled_after` and puts their running jobs back in the queue, so a SIGKILLed worker's
   job is taken by another within about that time (the job's keys left `sending` are then resent
   by the channel's crash rule: at most the messages that worker had in flight).
-- The database going away stops procrastinate's worker; this one waits until the database
-  answers again, puts its own interrupted jobs back in the queue at once, and starts again.
+- The database going away stops procrastinate's worker (or stalls it while its connection pool
+  retries); this one waits until the database answers again, puts its own interrupted jobs back
+  in the queue at once, and starts again. Just after an outage every heartbeat is old, the live
+  workers' too, and a live one may come back later than this one (its pool's next try): the
+  sweep prunes nobody while its own heartbeat is old, nor for twice the outage (plus
+  `stalled_after`) after it saw the database again.
+- A worker taken for dead anyway (its row pruned by another, its jobs given to others) finds out
+  in its next sweep: its jobs stop at the messages in flight, their end is not recorded (the jobs
+  are another run's now), and it registers again.
 - SIGTERM / SIGINT: the jobs running finish the messages in flight; what they did not send goes
   back to the queue (their retry); the process then exits.
 """
@@ -20,10 +27,14 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from procrastinate import exceptions as queue_errors
+from procrastinate import jobs as queue_jobs
+from procrastinate import manager as queue_manager
 from procrastinate import worker as queue_worker
 
 from pipeline.config import Config
@@ -39,6 +50,8 @@ STARTUP_PRUNE = 3600     # seconds: a worker silent this long is gone, whatever 
 
 _OWN_HEARTBEAT = ("SELECT last_heartbeat > now() - make_interval(secs => %(seconds)s) AS fresh "
                   "FROM procrastinate_workers WHERE id = %(id)s")
+_OURS = ("SELECT count(*) AS n FROM procrastinate_jobs "
+         "WHERE id = %(id)s AND worker_id = %(worker)s AND status = 'doing'")
 _BUSY = ("SELECT count(*) AS n FROM procrastinate_jobs "
          "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')")
 
@@ -104,7 +117,7 @@ class _Runner:
 
     async def _run(self) -> None:
         """One procrastinate worker, with the sweep (and the idle watch), until it stops."""
-        self.worker = queue_worker.Worker(
+        self.worker = _Worker(
             app=self.app, queues=[QUEUE], name=self.name, concurrency=self.concurrency, wait=True,
             install_signal_handlers=False, delete_jobs="successful", listen_notify=True,
             fetch_job_polling_interval=1.0,
@@ -126,31 +139,51 @@ class _Runner:
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            if not self.stopping.is_set():
+                self.stop.clear()      # set by `_own_heartbeat_fresh`: the next worker sends again
 
     async def _sweep(self) -> None:
         """Every few seconds: forget the workers whose heartbeat stopped; their running jobs go
-        back in the queue."""
+        back in the queue. Nobody is forgotten for a while after this worker itself lost the
+        database: the others lost it too, and may take longer to come back."""
         manager = self.app.job_manager
+        period = min(5.0, self.stalled_after / 4)
         # Not at once: after a database outage every worker's last heartbeat is old, and the
         # living need a heartbeat interval to show they live (else their jobs would run twice).
         await asyncio.sleep(self.stalled_after)
+        seen = time.monotonic()     # when this worker last found its own heartbeat fresh
+        hold_until = 0.0
         while True:
             try:
-                if not await self._own_heartbeat_fresh():
-                    await asyncio.sleep(min(5.0, self.stalled_after / 4))
-                    continue
-                pruned = await manager.prune_stalled_workers(self.stalled_after)
-                stalled = await manager.get_stalled_jobs(queue=QUEUE,
-                                                         seconds_since_heartbeat=self.stalled_after)
-                for job in stalled:
-                    log.warning("worker %s: job %s of a worker that stopped answering goes back in the queue",
-                                self.name, job.id)
-                    await manager.retry_job(job)
-                if pruned:
-                    log.info("worker %s: %d stalled worker(s) removed", self.name, len(pruned))
+                if await self._own_heartbeat_fresh():
+                    now = time.monotonic()
+                    away, seen = now - seen, now
+                    if away > 2 * period:
+                        # This worker could not reach the database (or its heartbeat) for `away`
+                        # seconds; so could the others. A live one comes back when its connection
+                        # pool next tries, and the pool's delays double (1 s, 2 s, 4 s ...): at
+                        # most about `away` after the database returned. Until then its heartbeat
+                        # is as old as a dead worker's.
+                        hold_until = max(hold_until, now + 2 * away + self.stalled_after)
+                        log.info("worker %s: lost the state database for %.0f s; no worker is taken "
+                                 "for dead in the next %.0f s", self.name, away, hold_until - now)
+                    if now >= hold_until:
+                        await self._prune(manager)
             except queue_errors.ConnectorException as exc:
                 log.debug("stalled-job sweep skipped: %s", exc)
-            await asyncio.sleep(min(5.0, self.stalled_after / 4))
+            await asyncio.sleep(period)
+
+    async def _prune(self, manager: queue_manager.JobManager) -> None:
+        """Forget the workers whose heartbeat is older than `stalled_after`; their jobs (and any
+        job running under no worker) back in the queue."""
+        pruned = await manager.prune_stalled_workers(self.stalled_after)
+        stalled = await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.stalled_after)
+        for job in stalled:
+            if await _retry(manager, job):
+                log.warning("worker %s: job %s of a worker that stopped answering goes back in the queue",
+                            self.name, job.id)
+        if pruned:
+            log.info("worker %s: %d stalled worker(s) removed", self.name, len(pruned))
 
     async def _own_heartbeat_fresh(self) -> bool:
         """Whether this worker's own heartbeat is recent. If it is as old as the others', the
@@ -162,8 +195,11 @@ class _Runner:
         row = await self.app.connector.execute_query_one_async(
             query=_OWN_HEARTBEAT, id=worker.worker_id, seconds=self.stalled_after)
         if row is None:
-            log.warning("worker %s: its registration was removed (a database outage?); registering again",
-                        self.name)
+            # Another worker took this one for dead and gave its jobs to others: they stop at
+            # the messages in flight (the keys they leave are sent by the jobs' other run).
+            log.warning("worker %s: its registration was removed (taken for dead); its jobs stop at "
+                        "the messages in flight, and it registers again", self.name)
+            self.stop.set()
             worker.stop()
             return False
         return bool(row["fresh"])
@@ -184,7 +220,7 @@ class _Runner:
         (their runs ended; the keys they left `sending` are resolved by their next run)."""
         manager = self.app.job_manager
         for job in await manager.list_jobs_async(worker_id=worker_id, status="doing"):
-            await manager.retry_job(job)
+            await _retry(manager, job)
 
     async def _database_answers(self) -> bool:
         """Wait until the state database accepts a connection (False: asked to stop first)."""
@@ -203,6 +239,57 @@ class _Runner:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+class _Worker(queue_worker.Worker):
+    """procrastinate's worker, but a job's end is recorded only while the job is still this
+    worker's: a worker taken for dead had its jobs put back in the queue, maybe already taken by
+    another. procrastinate would then finish (delete) or requeue that other run's job, or fail
+    with the database's RAISE in a task nobody awaits ("Task exception was never retrieved")."""
+
+    async def _monitor_side_tasks(self, side_tasks: list[asyncio.Task[Any]]) -> None:
+        # procrastinate's stops watching once any side task ends, even without an error: with no
+        # periodic task its deferrer ends at once, and a heartbeat or listener that failed later
+        # (the database went away) went unnoticed: the worker ran on with no heartbeat, and
+        # once every worker's heartbeat was old no sweep ran. Stopping lets `main` start anew.
+        pending = set(side_tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            failed = [task for task in done if not task.cancelled() and task.exception() is not None]
+            if failed:
+                log.warning("worker %s: its %s stopped (%s); starting again", self.worker_name,
+                            failed[0].get_name(), _one_line(failed[0].exception() or Exception()))
+                self.stop()
+                return
+
+    async def _persist_job_status(self, job: queue_jobs.Job, status: queue_jobs.Status,
+                                  retry_decision: Any, context: Any, job_result: Any) -> None:
+        row = await self.app.connector.execute_query_one_async(query=_OURS, id=job.id, worker=self.worker_id)
+        if row["n"] == 0:
+            log.warning("job %s ended (%s) after it was given to another worker; that one's run counts",
+                        job.id, status.value)
+            self._job_ids_to_abort.pop(job.id or 0, None)
+            return
+        try:
+            await super()._persist_job_status(job=job, status=status, retry_decision=retry_decision,
+                                              context=context, job_result=job_result)
+        except queue_errors.ConnectorException as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.RaiseException):
+                raise
+            log.warning("job %s ended (%s) as it was given to another worker; that one's run counts",
+                        job.id, status.value)
+
+
+async def _retry(manager: queue_manager.JobManager, job: queue_jobs.Job) -> bool:
+    """Put a running job back in the queue; False when it no longer runs (another worker's sweep,
+    or its own worker, got there first: the database RAISEs for a job not in 'doing')."""
+    try:
+        await manager.retry_job(job)
+    except queue_errors.ConnectorException as exc:
+        if isinstance(exc.__cause__, psycopg.errors.RaiseException):
+            return False
+        raise
+    return True
 
 
 def _one_line(exc: BaseException) -> str:
