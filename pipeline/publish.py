@@ -158,10 +158,30 @@ def retry(config: Config, *, failed: bool = False, unknown: bool = False, channe
     for name, editions in todo.items():
         if channels and name not in channels:
             continue
-        rendered = [render_post(posts[e], config) for e in editions if e in posts]
-        reports.append(publish_rendered(config, rendered, name, dry_run=dry_run, now=now,
-                                        progress=progress))
+        if rendered := [render_post(posts[e], config) for e in editions if e in posts]:
+            reports.append(publish_rendered(config, rendered, name, dry_run=dry_run, now=now,
+                                            progress=progress))
+        for key in (e for e in editions if e not in posts):
+            reports.extend(_retry_digest(config, name, key, list(posts.values()), dry_run=dry_run, now=now,
+                                         progress=progress))
     return reports
+
+
+def _retry_digest(config: Config, name: str, key: str, posts: list[Post], *, dry_run: bool, now: datetime,
+                  progress: Progress | None) -> list[ChannelReport]:
+    """The pending deliveries of the edition `key` that is no post: a digest whose send was cut
+    short, compiled again as its fire made it, and sent (or deferred) with the usual rules."""
+    from pipeline.timetable.schedule import digest_fire, recompiled_digest
+
+    found = digest_fire(config, name, key)
+    if found is None:
+        log.warning("%s: edition %r has pending deliveries, but no post has that slug and no digest entry "
+                    "of the timetable made it; they stay pending (restore the post or the entry)", name, key)
+        return []
+    entry, fire_time = found
+    edition = recompiled_digest(config, entry, name, fire_time, posts)
+    return [publish_edition(config, edition, name, dry_run=dry_run, now=now, progress=progress,
+                            digest=(entry.name, fire_time))]
 
 
 def publish_rendered(config: Config, rendered: Sequence[Rendered | Post], name: str, *, dry_run: bool,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import threading
 from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from zoneinfo import ZoneInfo
@@ -10,13 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipeline.config import load_config
+from pipeline.intake.sources import load_all
 from pipeline.models import Status
+from pipeline.publish import retry
 from pipeline.store import subscribers as store
 from pipeline.store.engine import engine_for
 from pipeline.store.ledger import Ledger
-from pipeline.store.runs import digested
+from pipeline.store.runs import digested, record_run
 from pipeline.timetable.entries import fire_times
-from pipeline.timetable.schedule import run_entry, run_once
+from pipeline.timetable.schedule import digest_edition, run_entry, run_once
 
 pytestmark = pytest.mark.state_backends     # each test on SQLite and on PostgreSQL
 
@@ -101,6 +104,44 @@ def test_two_digests_in_a_row_never_repeat_a_post_and_an_empty_one_is_not_sent(p
     assert subject.startswith("RTR Wellness Center: new articles, ")
     rows = Ledger(engine_for(config)).rows(channel="outbox", status=Status.SENT)
     assert [r.edition for r in rows] == ["digest-weekly-2024-05-20"]
+
+
+def test_a_digest_cut_short_is_finished_by_retry_as_it_was_compiled(project, caplog):
+    config = configure(project,
+                       '  - {name: weekly, channels: [outbox], cron: "0 9 * * mon", edition: digest}\n')
+    for address in ("bo@example.com", "cy@example.com"):
+        store.upsert(engine_for(config), address, None)
+    [entry] = config.schedule
+    monday = datetime(2024, 5, 20, 9, tzinfo=NY)       # the mood journal post is dated that morning
+    # As the daemon fires: the run is recorded first, then the send is stopped before any message.
+    assert record_run(engine_for(config), "weekly", monday, "ran")
+    stopped = threading.Event()
+    stopped.set()
+    [cut] = run_entry(config, entry, monday, now=monday, stop=stopped)
+    assert cut.sent == 0 and not (project / "out").exists()
+    rows = Ledger(engine_for(config)).rows(channel="outbox")
+    assert {(r.edition, r.status) for r in rows} == {("digest-weekly-2024-05-20", Status.PENDING)}
+    # A post published since is not added to that digest when it is compiled again.
+    (project / "posts" / "later.md").write_text("---\ntitle: Later\ndate: 2024-05-21\n---\nBody.\n",
+                                                encoding="utf-8")
+
+    [report] = retry(config)
+    assert (report.channel, report.editions, report.sent) == ("outbox", ["digest-weekly-2024-05-20"], 3)
+    expected = digest_edition(config, entry, "outbox", monday,
+                              [p for p in load_all(config).posts if p.slug == "mood-journal"])
+    assert mails(project) == [expected.subject] * 3
+    assert all(r.status == Status.SENT for r in Ledger(engine_for(config)).rows(channel="outbox"))
+    assert [r.sent for r in retry(config)] == []            # nothing left: nothing sent twice
+    assert len(mails(project)) == 3
+
+    # An edition no post and no digest entry makes any more is left pending, with a warning.
+    ledger = Ledger(engine_for(config))
+    ledger.plan(key="outbox:digest-gone-2024-05-20:email", channel="outbox", edition="digest-gone-2024-05-20",
+                kind="email")
+    ledger.close()
+    assert retry(config) == []
+    assert "'digest-gone-2024-05-20' has pending deliveries" in caplog.text
+    assert Ledger(engine_for(config)).get("outbox:digest-gone-2024-05-20:email").status == Status.PENDING
 
 
 def test_empty_digest_sends_a_note_when_configured(project):

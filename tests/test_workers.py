@@ -415,6 +415,34 @@ def test_a_digest_is_deferred_and_compiled_again_by_the_worker(  # type: ignore[
     assert [r.jobs for r in again] == [0] and jobs(config) == []
 
 
+@on_postgresql
+def test_lost_digest_jobs_are_deferred_again_by_retry(  # type: ignore[no-untyped-def]
+        newsletter: Config, sink, run_cli, project: Path) -> None:
+    from pipeline.store.runs import record_run
+    from pipeline.timetable.schedule import run_entry
+
+    path = project / "config.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "schedule:\n"
+                    '  - {name: weekly, channels: [newsletter], cron: "0 9 * * mon", edition: digest}\n',
+                    encoding="utf-8")
+    config = load_config(path)
+    [entry] = config.schedule
+    monday = datetime(2024, 5, 20, 13, tzinfo=UTC)
+    assert record_run(engine_for(config), "weekly", monday, "ran")      # as the daemon fires
+    [report] = run_entry(config, entry, monday, now=monday)
+    assert report.jobs == 3
+    with engine_for(config).begin() as conn:                            # the jobs are lost
+        conn.execute(text("DELETE FROM procrastinate_jobs WHERE queue_name = 'deliveries'"))
+    again = run_cli("--config", path, "retry")
+    assert again.returncode == 0, again.stderr
+    assert {(j["edition"], j["digest_entry"], j["digest_fire"]) for j in jobs(config)} == {
+        ("digest-weekly-2024-05-20", "weekly", monday.isoformat())}
+    done = run_cli("--config", path, "worker", "--until-idle")
+    assert done.returncode == 0, done.stderr
+    assert sink.recipients() == {a: 1 for a in READERS}
+    assert len({m.message["Subject"] for m in sink.received}) == 1
+
+
 def _posts(config: Config) -> list:  # type: ignore[type-arg]
     from pipeline.intake.sources import load_all
 

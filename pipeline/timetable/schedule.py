@@ -176,6 +176,33 @@ def digest_key(config: Config, entry: Entry, fire_time: datetime) -> str:
     return f"digest-{entry.name}-{fire_time.astimezone(entry.zone(config.timezone)):%Y-%m-%d}"
 
 
+def digest_fire(config: Config, channel: str, key: str) -> tuple[Entry, datetime] | None:
+    """The digest entry of `channel` and the recorded fire time that made the edition `key`
+    (None: no entry of the timetable makes it any more): what compiles it again after its send
+    was cut short (`pipeline retry`)."""
+    entries = {e.name: e for e in config.schedule if e.edition == "digest" and channel in e.channels}
+    if not entries or not key.startswith("digest-"):
+        return None
+    with engine_for(config).connect() as conn:
+        fires = conn.execute(sql_select(schedule_runs.c.entry, schedule_runs.c.fire_time)
+                             .where(schedule_runs.c.entry.in_(list(entries)), schedule_runs.c.status == "ran",
+                                    schedule_runs.c.fire_time >= EARLIEST)
+                             .order_by(schedule_runs.c.fire_time.desc())).all()
+    for name, fire_time in fires:
+        if digest_key(config, entries[name], fire_time) == key:
+            return entries[name], fire_time
+    return None
+
+
+def recompiled_digest(config: Config, entry: Entry, channel: str, fire_time: datetime,
+                      posts: list[Post]) -> Edition:
+    """The digest `entry` made at `fire_time` compiled again, with the posts recorded as in it
+    (of `posts`, in their order): the same edition, whatever was published since."""
+    key = digest_key(config, entry, fire_time)
+    members = set(claim_for_digest(engine_for(config), channel=channel, digest=key, slugs=[]))
+    return digest_edition(config, entry, channel, fire_time, [p for p in posts if p.slug in members])
+
+
 def digest_edition(config: Config, entry: Entry, channel: str, fire_time: datetime,
                    posts: list[Post]) -> Edition:
     """The digest `entry` sends on `channel` at `fire_time` with `posts` in it: it covers the time

@@ -164,13 +164,16 @@ class Deliverer:
     def _post(self, slug: str) -> Post:
         """The post `slug` (the posts are read again when a job names one not seen yet)."""
         if slug not in self._posts:
-            from pipeline.intake.sources import load_all
-
-            self._posts = {p.slug: p for p in load_all(self.config).posts}
+            self._read_posts()
         if slug not in self._posts:
             raise UnknownEdition(f"edition {slug!r}: no post has this slug (renamed or deleted?); "
                                  "its deliveries stay pending")
         return self._posts[slug]
+
+    def _read_posts(self) -> None:
+        from pipeline.intake.sources import load_all
+
+        self._posts = {p.slug: p for p in load_all(self.config).posts}
 
     def _email_edition(self, name: str, slug: str, digest: tuple[str, datetime] | None) -> Edition:
         with self._render:
@@ -187,16 +190,16 @@ class Deliverer:
         """The digest `key` compiled again as the timetable compiled it: the entry's period up to
         `fire_time`, with the posts the planner recorded as in it."""
         from pipeline.store.runs import claim_for_digest
-        from pipeline.timetable.schedule import digest_edition, digest_key
+        from pipeline.timetable.schedule import digest_key, recompiled_digest
 
         entry = next((e for e in self.config.schedule if e.name == entry_name), None)
         if entry is None or digest_key(self.config, entry, fire_time) != key:
             raise UnknownEdition(f"edition {key!r}: no timetable entry {entry_name!r} makes it any more; "
                                  "its deliveries stay pending")
-        members = set(claim_for_digest(engine_for(self.config), channel=name, digest=key, slugs=[]))
-        self._post(next(iter(members), ""))         # read the posts (again) if any member is new
-        posts = [p for p in self._posts.values() if p.slug in members]     # in the intake's order, as planned
-        return digest_edition(self.config, entry, name, fire_time, posts)
+        members = claim_for_digest(engine_for(self.config), channel=name, digest=key, slugs=[])
+        if not self._posts.keys() >= set(members):      # a post this process has not read yet
+            self._read_posts()
+        return recompiled_digest(self.config, entry, name, fire_time, list(self._posts.values()))
 
     def _social(self, channel: Channel, slug: str) -> tuple[Rendered, dict[str, dict[int, Snippet]]]:
         """The post rendered, and each network's numbered parts rendered for this channel."""
