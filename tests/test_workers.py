@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -384,17 +385,22 @@ def wait_for(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped
         time.sleep(0.05)
 
 
-@on_postgresql
-def test_a_digest_is_deferred_and_compiled_again_by_the_worker(  # type: ignore[no-untyped-def]
-        newsletter: Config, sink, run_cli, project: Path) -> None:
-    from pipeline.timetable.schedule import digest_edition, run_entry
-
+def _weekly_digest(project: Path) -> tuple[Path, Config, Any]:
+    """The project's config with a weekly digest entry on `newsletter`: its path, it, the entry."""
     path = project / "config.yaml"
     path.write_text(path.read_text(encoding="utf-8") + "schedule:\n"
                     '  - {name: weekly, channels: [newsletter], cron: "0 9 * * mon", edition: digest}\n',
                     encoding="utf-8")
     config = load_config(path)
-    [entry] = config.schedule
+    return path, config, config.schedule[0]
+
+
+@on_postgresql
+def test_a_digest_is_deferred_and_compiled_again_by_the_worker(  # type: ignore[no-untyped-def]
+        newsletter: Config, sink, run_cli, project: Path) -> None:
+    from pipeline.timetable.schedule import digest_edition, run_entry
+
+    path, config, entry = _weekly_digest(project)
     monday = datetime(2024, 5, 20, 13, tzinfo=UTC)   # the mood journal post is dated that morning
     [report] = run_entry(config, entry, monday, now=monday)
     assert report.jobs == 3 and report.sent == 0 and sink.received == []
@@ -421,12 +427,7 @@ def test_lost_digest_jobs_are_deferred_again_by_retry(  # type: ignore[no-untype
     from pipeline.store.runs import record_run
     from pipeline.timetable.schedule import run_entry
 
-    path = project / "config.yaml"
-    path.write_text(path.read_text(encoding="utf-8") + "schedule:\n"
-                    '  - {name: weekly, channels: [newsletter], cron: "0 9 * * mon", edition: digest}\n',
-                    encoding="utf-8")
-    config = load_config(path)
-    [entry] = config.schedule
+    path, config, entry = _weekly_digest(project)
     monday = datetime(2024, 5, 20, 13, tzinfo=UTC)
     assert record_run(engine_for(config), "weekly", monday, "ran")      # as the daemon fires
     [report] = run_entry(config, entry, monday, now=monday)
