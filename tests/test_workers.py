@@ -422,6 +422,24 @@ def test_a_digest_is_deferred_and_compiled_again_by_the_worker(  # type: ignore[
 
 
 @on_postgresql
+def test_an_empty_digest_note_is_sent_by_the_worker(  # type: ignore[no-untyped-def]
+        newsletter: Config, sink, run_cli, project: Path) -> None:
+    from pipeline.timetable.schedule import run_entry
+
+    path, _, _ = _weekly_digest(project)
+    path.write_text(path.read_text(encoding="utf-8") + "digest: {empty: note}\n", encoding="utf-8")
+    config = load_config(path)
+    [entry] = config.schedule
+    monday = datetime(2026, 11, 30, 14, tzinfo=UTC)   # no post is new that week: the note goes out
+    [report] = run_entry(config, entry, monday, now=monday)
+    assert report.jobs == 3
+    done = run_cli("--config", path, "worker", "--until-idle")
+    assert done.returncode == 0, done.stderr
+    assert sink.recipients() == {a: 1 for a in READERS}
+    assert all("Nothing new" in m.message.get_body(("html",)).get_content() for m in sink.received)
+
+
+@on_postgresql
 def test_lost_digest_jobs_are_deferred_again_by_retry(  # type: ignore[no-untyped-def]
         newsletter: Config, sink, run_cli, project: Path) -> None:
     from pipeline.store.runs import record_run
