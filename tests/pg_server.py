@@ -125,6 +125,10 @@ class PostgresServer:
             "-c timezone=Asia/Kolkata",
             # Engines stay cached per database (the store keeps eight), each with its pool.
             "-c max_connections=300",
+            # A stop waits for every child, the ones forked to refuse a connection during the
+            # shutdown too; one whose client never finished its start-up waits this long (60 s by
+            # default: pg_ctl's own wait, so a restart amid reconnecting workers could fail).
+            "-c authentication_timeout=10s",
         ])
         self._as_server_user([str(self._bin / "pg_ctl"), "--pgdata", str(self.dir / "data"),
                               "--log", str(self.dir / "server.log"), "--options", options,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from pipeline.config import load_config
 from pipeline.store import subscribers as store
@@ -264,7 +265,7 @@ def test_postgresql_down_longer_than_stalled_after(workers_project, sink, tmp_pa
             assert all(p.poll() is None for p in workers.procs), "a worker exited before the outage"
             assert time.monotonic() < deadline, "the workers sent nothing (hung)"
             time.sleep(0.05)
-        postgres_server.restart(down_for=float(os.environ.get("XDOWN", 3 * STALLED_AFTER)))
+        postgres_server.restart(down_for=3 * STALLED_AFTER)
         assert len(sink.taken()) < N, "every message was sent before the outage"
         workers.wait()
     finally:
@@ -272,3 +273,31 @@ def test_postgresql_down_longer_than_stalled_after(workers_project, sink, tmp_pa
 
     # As in a short outage: each worker may lose the record of its own messages in flight.
     _check_delivery(sink.taken(), workers_project, duplicates_at_most=WORKERS * IN_FLIGHT)
+
+
+def test_a_worker_taken_for_dead_stops_its_job_and_registers_again(workers_project, sink, tmp_path):
+    # Another worker's sweep removes a worker's registration when its heartbeat is late longer
+    # than `stalled_after` (a long pause, the database cut off from it alone): its job goes back in
+    # the queue, to another worker, while it still runs it.
+    workers = Workers(workers_project, WORKERS, tmp_path)
+    try:
+        deadline = time.monotonic() + HUNG
+        while len(sink.taken()) < N // 4:
+            assert all(p.poll() is None for p in workers.procs), "a worker exited before the removal"
+            assert time.monotonic() < deadline, "the workers sent nothing (hung)"
+            time.sleep(0.05)
+        with engine_for(load_config(Path(workers_project))).begin() as conn:
+            removed = conn.execute(text(
+                # The job started last (jobs are taken in id order): the most of it left to send.
+                "DELETE FROM procrastinate_workers WHERE id = (SELECT worker_id FROM procrastinate_jobs "
+                "WHERE status = 'doing' AND worker_id IS NOT NULL ORDER BY id DESC LIMIT 1) RETURNING id"
+            )).all()
+        assert removed, "no job was running"
+        assert len(sink.taken()) < N, "every message was sent before the removal"
+        workers.wait()
+    finally:
+        workers.kill_all()
+
+    # The job's two runs overlap until the first stops: the messages it had in flight when the
+    # second began may go twice.
+    _check_delivery(sink.taken(), workers_project, duplicates_at_most=IN_FLIGHT)

@@ -5,12 +5,12 @@ database restarts, with a sweep that gives the jobs of dead workers to the livin
   `workers.stalled_after` and puts their running jobs back in the queue, so a SIGKILLed worker's
   job is taken by another within about that time (the job's keys left `sending` are then resent
   by the channel's crash rule: at most the messages that worker had in flight).
-- The database going away stops procrastinate's worker (or stalls it while its connection pool
-  retries); this one waits until the database answers again, puts its own interrupted jobs back
-  in the queue at once, and starts again. Just after an outage every heartbeat is old, the live
-  workers' too, and a live one may come back later than this one (its pool's next try): the
-  sweep prunes nobody while its own heartbeat is old, nor for twice the outage (plus
-  `stalled_after`) after it saw the database again.
+- The database going away stops procrastinate's worker (a failed heartbeat or listener too), or
+  stalls it while its connection pool retries; this one waits until the database answers again,
+  puts its own interrupted jobs back in the queue at once, and starts again. Just after an
+  outage every heartbeat is old, the live workers' too, and a live one may come back later than
+  this one (its pool's next try): the sweep prunes nobody while its own heartbeat is old, nor
+  for twice the outage (plus `stalled_after`) after it saw the database again.
 - A worker taken for dead anyway (its row pruned by another, its jobs given to others) finds out
   in its next sweep: its jobs stop at the messages in flight, their end is not recorded (the jobs
   are another run's now), and it registers again.
@@ -75,10 +75,15 @@ class _Runner:
         self.app = procrastinate_app(config, pool_size=concurrency + 3)
         self.deliverer = Deliverer(config, self.stop)
         register(self.app, self.deliverer)
-        self.worker: queue_worker.Worker | None = None
+        self.worker: _Worker | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping: asyncio.Event
         self.idle = False                      # `until_idle`, and no delivery job is left
+        # When the sweep last found this worker's heartbeat fresh: kept across procrastinate
+        # workers, so that the first sweep after a reconnection knows how long it was away.
+        self.heartbeat_seen: float | None = None
+        self.run_started: float | None = None  # when the current procrastinate worker started
+        self.unrecorded: set[int] = set()      # jobs whose end the database did not take
 
     async def main(self) -> None:
         self.stopping = asyncio.Event()
@@ -92,7 +97,7 @@ class _Runner:
                     break
                 try:
                     async with self.app.open_async():
-                        if previous is not None:
+                        if previous is not None or self.unrecorded:
                             await self._requeue(previous)
                             previous = None
                         await self._run()
@@ -100,8 +105,15 @@ class _Runner:
                     if self.stopping.is_set():
                         break
                     previous = self.worker.worker_id if self.worker else None
-                    log.warning("worker %s: lost the state database (%s); reconnecting", self.name,
-                                _one_line(exc))
+                    if self.heartbeat_seen is None:
+                        # Lost before its sweep ever ran: its absence counts from its start.
+                        self.heartbeat_seen = self.run_started
+                    if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                        # It took a job under the registration another worker removed.
+                        log.warning("worker %s: its registration was removed; registering again", self.name)
+                    else:
+                        log.warning("worker %s: lost the state database (%s); reconnecting", self.name,
+                                    _one_line(exc))
                     await self._pause(1)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -128,6 +140,7 @@ class _Runner:
         side = [asyncio.create_task(self._sweep())]
         if self.until_idle:
             side.append(asyncio.create_task(self._watch_idle(self.worker)))
+        self.run_started = time.monotonic()
         if self.started is not None:
             self.started()
             self.started = None
@@ -139,6 +152,7 @@ class _Runner:
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            self.unrecorded |= self.worker.unrecorded
             if not self.stopping.is_set():
                 self.stop.clear()      # set by `_own_heartbeat_fresh`: the next worker sends again
 
@@ -151,13 +165,13 @@ class _Runner:
         # Not at once: after a database outage every worker's last heartbeat is old, and the
         # living need a heartbeat interval to show they live (else their jobs would run twice).
         await asyncio.sleep(self.stalled_after)
-        seen = time.monotonic()     # when this worker last found its own heartbeat fresh
         hold_until = 0.0
         while True:
             try:
                 if await self._own_heartbeat_fresh():
                     now = time.monotonic()
-                    away, seen = now - seen, now
+                    away = 0.0 if self.heartbeat_seen is None else now - self.heartbeat_seen
+                    self.heartbeat_seen = now
                     if away > 2 * period:
                         # This worker could not reach the database (or its heartbeat) for `away`
                         # seconds; so could the others. A live one comes back when its connection
@@ -165,8 +179,8 @@ class _Runner:
                         # most about `away` after the database returned. Until then its heartbeat
                         # is as old as a dead worker's.
                         hold_until = max(hold_until, now + 2 * away + self.stalled_after)
-                        log.info("worker %s: lost the state database for %.0f s; no worker is taken "
-                                 "for dead in the next %.0f s", self.name, away, hold_until - now)
+                        log.info("worker %s: out of touch with the state database for %.0f s; no worker "
+                                 "is taken for dead in the next %.0f s", self.name, away, hold_until - now)
                     if now >= hold_until:
                         await self._prune(manager)
             except queue_errors.ConnectorException as exc:
@@ -215,12 +229,19 @@ class _Runner:
                     worker.stop()
                     return
 
-    async def _requeue(self, worker_id: int) -> None:
+    async def _requeue(self, worker_id: int | None) -> None:
         """The jobs this process was running when the database went away: back in the queue now
-        (their runs ended; the keys they left `sending` are resolved by their next run)."""
+        (their runs ended; the keys they left `sending` are resolved by their next run). Those
+        whose worker unregistered meanwhile run under no worker: the sweep would take them only
+        after its wait, long after an outage."""
         manager = self.app.job_manager
-        for job in await manager.list_jobs_async(worker_id=worker_id, status="doing"):
+        jobs = list(await manager.list_jobs_async(worker_id=worker_id, status="doing")) if worker_id else []
+        for job_id in sorted(self.unrecorded):
+            jobs += [job for job in await manager.list_jobs_async(id=job_id, status="doing")
+                     if job.worker_id in (None, worker_id)]
+        for job in {job.id: job for job in jobs}.values():
             await _retry(manager, job)
+        self.unrecorded.clear()
 
     async def _database_answers(self) -> bool:
         """Wait until the state database accepts a connection (False: asked to stop first)."""
@@ -242,10 +263,11 @@ class _Runner:
 
 
 class _Worker(queue_worker.Worker):
-    """procrastinate's worker, but a job's end is recorded only while the job is still this
-    worker's: a worker taken for dead had its jobs put back in the queue, maybe already taken by
-    another. procrastinate would then finish (delete) or requeue that other run's job, or fail
-    with the database's RAISE in a task nobody awaits ("Task exception was never retrieved")."""
+    """procrastinate's worker, but it stops when its heartbeat or listener fails (whatever side
+    task ended before), and a job's end is recorded only while the job is still this worker's: a
+    worker taken for dead had its jobs put back in the queue, maybe already taken by another.
+    procrastinate would then finish (delete) or requeue that other run's job, or fail with the
+    database's RAISE in a task nobody awaits ("Task exception was never retrieved")."""
 
     async def _monitor_side_tasks(self, side_tasks: list[asyncio.Task[Any]]) -> None:
         # procrastinate's stops watching once any side task ends, even without an error: with no
@@ -262,22 +284,30 @@ class _Worker(queue_worker.Worker):
                 self.stop()
                 return
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unrecorded: set[int] = set()      # jobs whose end the database did not take
+
     async def _persist_job_status(self, job: queue_jobs.Job, status: queue_jobs.Status,
                                   retry_decision: Any, context: Any, job_result: Any) -> None:
-        row = await self.app.connector.execute_query_one_async(query=_OURS, id=job.id, worker=self.worker_id)
-        if row["n"] == 0:
-            log.warning("job %s ended (%s) after it was given to another worker; that one's run counts",
-                        job.id, status.value)
-            self._job_ids_to_abort.pop(job.id or 0, None)
-            return
         try:
+            row = await self.app.connector.execute_query_one_async(query=_OURS, id=job.id,
+                                                                   worker=self.worker_id)
+            if row["n"] == 0:
+                log.warning("job %s ended (%s) after it was given to another worker; that one's run counts",
+                            job.id, status.value)
+                self._job_ids_to_abort.pop(job.id or 0, None)
+                return
             await super()._persist_job_status(job=job, status=status, retry_decision=retry_decision,
                                               context=context, job_result=job_result)
         except queue_errors.ConnectorException as exc:
-            if not isinstance(exc.__cause__, psycopg.errors.RaiseException):
-                raise
-            log.warning("job %s ended (%s) as it was given to another worker; that one's run counts",
-                        job.id, status.value)
+            if isinstance(exc.__cause__, psycopg.errors.RaiseException):
+                log.warning("job %s ended (%s) as it was given to another worker; that one's run counts",
+                            job.id, status.value)
+                return
+            if job.id is not None:
+                self.unrecorded.add(job.id)    # the database went away: `_requeue` puts it back
+            raise
 
 
 async def _retry(manager: queue_manager.JobManager, job: queue_jobs.Job) -> bool:
