@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from pipeline.store.engine import libpq_defaults
 from tests.conftest import ROOT
 from tests.pg_server import free_port
 
@@ -38,6 +40,29 @@ def test_an_unusable_server_is_a_one_line_error_without_the_password(project, po
     assert reason in line
     assert str(url.password) not in result.stderr + result.stdout
     assert "not-the-password" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("query", ["", "?connect_timeout=2"])
+def test_a_server_that_never_answers_is_an_error_not_a_hang(project, run_cli, query):
+    # It takes the connection and says nothing (a server stuck shutting down, a half-dead host):
+    # libpq alone would wait for ever; the store's connect_timeout (10 s, or the URL's) ends it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql+psycopg://postgres:secret@127.0.0.1:{silent.getsockname()[1]}/pipeline{query}"
+        _state(project, url)
+        result = run_cli("--config", project / "config.yaml", "status", timeout=90)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: state database postgresql+psycopg://postgres:***@127.0.0.1:"), line
+    assert "timeout" in line and "secret" not in result.stderr + result.stdout
+
+
+def test_libpq_defaults_give_way_to_the_urls_own_settings():
+    assert libpq_defaults("postgresql+psycopg://u@h/db")["connect_timeout"] == "10"
+    mine = libpq_defaults("postgresql+psycopg://u@h/db?connect_timeout=3&keepalives=0")
+    assert "connect_timeout" not in mine and "keepalives" not in mine and mine["keepalives_idle"] == "30"
+    assert libpq_defaults("postgresql+pg8000://u@h/db") == {} and libpq_defaults("sqlite:///x.db") == {}
 
 
 def test_a_new_database_is_made_on_first_use_and_commands_work_on_it(project, postgres_url, run_cli):

@@ -33,6 +33,11 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 CORE_TABLES = frozenset({"deliveries", "subscribers"})
 RESTORE = "restore it from a backup, or move it away to start a new one"
 CREATE_LOCK = 0x70697065   # the PostgreSQL advisory lock taken while the schema is made
+# libpq's defaults wait on a connection attempt (to a server shutting down, a host that dropped
+# off the network) for minutes, and notice a dead peer on an idle connection never: a worker or
+# the timetable would hang instead of reconnecting. A URL's own settings of these win.
+LIBPQ_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+                  "keepalives_interval": "10", "keepalives_count": "3"}
 
 
 def state_url(config: Config) -> str:
@@ -86,7 +91,7 @@ def open_engine(url: str) -> tuple[Engine, bool]:
     else:
         name = f"state database {parsed.render_as_string(hide_password=True)}"
         try:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, connect_args=libpq_defaults(url))
         except ArgumentError:
             raise StateError(f"{name}: no database driver is called `{parsed.drivername}`; write e.g. "
                              "postgresql+psycopg://user@host/name") from None
@@ -95,6 +100,15 @@ def open_engine(url: str) -> tuple[Engine, bool]:
                              "environment; install it, or use postgresql+psycopg://") from None
     event.listen(engine, "handle_error", _to_state_error)
     return engine, url.startswith("sqlite") and not existed
+
+
+def libpq_defaults(url: str) -> dict[str, str]:
+    """`LIBPQ_DEFAULTS` that the PostgreSQL URL `url` does not set itself (none for a driver
+    other than libpq's: psycopg, psycopg2)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    return {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in parsed.query}
 
 
 def engine_for(config: Config) -> Engine:

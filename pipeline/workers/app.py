@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
+from pipeline.store.engine import libpq_defaults
 
 if TYPE_CHECKING:
     import procrastinate
@@ -23,7 +24,9 @@ def conninfo(config: Config) -> str:
     if not config.state.startswith("postgresql"):
         raise ConfigError(f"{config.where('execution')}: `workers` needs a PostgreSQL state "
                           "(state: postgresql+psycopg://...)")
-    return make_url(config.state).set(drivername="postgresql").render_as_string(hide_password=False)
+    url = make_url(config.state)
+    return (url.set(drivername="postgresql").update_query_dict(libpq_defaults(config.state))
+            .render_as_string(hide_password=False))
 
 
 def procrastinate_app(config: Config, *, pool_size: int = 2) -> procrastinate.App:
