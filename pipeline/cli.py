@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -524,16 +526,40 @@ def publish(obj: _Context, slugs: tuple[str, ...], channels: tuple[str, ...], dr
     """
     from pipeline.publish import publish as run_publish
 
-    with _progress() as progress:
+    with _progress() as progress, _first_ctrl_c_stops() as stop:
         reports = run_publish(obj.config, slugs=slugs, channels=channels, dry_run=dry_run,
-                              progress=progress)
-    sys.exit(_summary(reports))
+                              progress=progress, stop=stop)
+    code = _summary(reports)
+    if stop.is_set():
+        err.print("aborted: the messages in flight were sent; `pipeline publish` again sends the rest")
+        code = 130
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_stops() -> Iterator[threading.Event]:
+    """An event the first Ctrl-C (SIGINT) sets: the send stops after the messages in flight,
+    what was not handed over goes back to pending. A second Ctrl-C interrupts at once, as
+    usual. (A flag, not an exception: a KeyboardInterrupt raised inside a finalizer is lost.)"""
+    import signal
+
+    stop = threading.Event()
+
+    def first(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress():  # type: ignore[no-untyped-def]
     """A rich progress bar fed by the publisher's progress callback (one task per channel); none
     when stderr is not a terminal."""
-    import contextlib
 
     if not err.is_terminal:
         # Into a file or a pipe (cron, systemd, a benchmark) a bar shows nothing, but it would

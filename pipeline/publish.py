@@ -171,7 +171,7 @@ def _retry_digest(config: Config, name: str, key: str, posts: list[Post], *, dry
                   progress: Progress | None) -> list[ChannelReport]:
     """The pending deliveries of the edition `key` that is no post: a digest whose send was cut
     short, compiled again as its fire made it, and sent (or deferred) with the usual rules."""
-    from pipeline.timetable.schedule import digest_fire, recompiled_digest
+    from pipeline.timetable.digests import digest_fire, recompiled_digest
 
     found = digest_fire(config, name, key)
     if found is None:

@@ -18,16 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import Connection, Engine, func
-from sqlalchemy import select as sql_select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
-from pipeline.fields import EARLIEST
 from pipeline.intake.posts import LoadResult
 from pipeline.intake.sources import load_all, refresh_feeds
 from pipeline.models import Edition, Post, Severity, Status
@@ -40,7 +38,6 @@ from pipeline.store.runs import (
     acquire,
     claim_for_digest,
     close_session,
-    digested,
     lock_session,
     ran,
     record_run,
@@ -49,7 +46,7 @@ from pipeline.store.runs import (
     stop_standing_by,
     try_lead,
 )
-from pipeline.store.schema import schedule_runs
+from pipeline.timetable.digests import digest_candidates, digest_edition, digest_key
 from pipeline.timetable.entries import Entry, fire_times, last_fire_within
 
 if TYPE_CHECKING:
@@ -90,16 +87,6 @@ def _would_send(config: Config, entry: Entry, ready: list[Post], ledger: Ledger,
         return [p.slug for p in select(entry, ready, ledger)]
     slugs = {s for c in entry.channels for s in digest_candidates(config, entry, c, now, ready)}
     return [p.slug for p in ready if p.slug in slugs]
-
-
-def digest_candidates(config: Config, entry: Entry, channel: str, fire_time: datetime,
-                      ready: list[Post]) -> list[str]:
-    """Posts published since the entry's last digest (or in the week before the first one)
-    that are in no digest of `channel` yet."""
-    engine = engine_for(config)
-    taken = digested(engine, channel)
-    since = _last_digest(engine, entry.name, fire_time) or fire_time - timedelta(days=7)
-    return [p.slug for p in ready if p.slug not in taken and p.sendable_from > since]
 
 
 def select(entry: Entry, ready: list[Post], ledger: Ledger) -> list[Post]:
@@ -171,50 +158,6 @@ def _digest(config: Config, entry: Entry, channel: str, fire_time: datetime, rea
                            digest=(entry.name, fire_time))
 
 
-def digest_key(config: Config, entry: Entry, fire_time: datetime) -> str:
-    """The edition key of the digest `entry` sends at `fire_time` (one per local day)."""
-    return f"digest-{entry.name}-{fire_time.astimezone(entry.zone(config.timezone)):%Y-%m-%d}"
-
-
-def digest_fire(config: Config, channel: str, key: str) -> tuple[Entry, datetime] | None:
-    """The digest entry of `channel` and the recorded fire time that made the edition `key`
-    (None: no entry of the timetable makes it any more): what compiles it again after its send
-    was cut short (`pipeline retry`)."""
-    entries = {e.name: e for e in config.schedule if e.edition == "digest" and channel in e.channels}
-    if not entries or not key.startswith("digest-"):
-        return None
-    with engine_for(config).connect() as conn:
-        fires = conn.execute(sql_select(schedule_runs.c.entry, schedule_runs.c.fire_time)
-                             .where(schedule_runs.c.entry.in_(list(entries)), schedule_runs.c.status == "ran",
-                                    schedule_runs.c.fire_time >= EARLIEST)
-                             .order_by(schedule_runs.c.fire_time.desc())).all()
-    for name, fire_time in fires:
-        if digest_key(config, entries[name], fire_time) == key:
-            return entries[name], fire_time
-    return None
-
-
-def recompiled_digest(config: Config, entry: Entry, channel: str, fire_time: datetime,
-                      posts: list[Post]) -> Edition:
-    """The digest `entry` made at `fire_time` compiled again, with the posts recorded as in it
-    (of `posts`, in their order): the same edition, whatever was published since."""
-    key = digest_key(config, entry, fire_time)
-    members = set(claim_for_digest(engine_for(config), channel=channel, digest=key, slugs=[]))
-    return digest_edition(config, entry, channel, fire_time, [p for p in posts if p.slug in members])
-
-
-def digest_edition(config: Config, entry: Entry, channel: str, fire_time: datetime,
-                   posts: list[Post]) -> Edition:
-    """The digest `entry` sends on `channel` at `fire_time` with `posts` in it: it covers the time
-    since the entry's last digest (or the week before its first)."""
-    from pipeline.render.digest import render_digest
-
-    local = fire_time.astimezone(entry.zone(config.timezone))
-    since = _last_digest(engine_for(config), entry.name, fire_time) or fire_time - timedelta(days=7)
-    return render_digest(posts, config, key=digest_key(config, entry, fire_time),
-                         start=since.astimezone(local.tzinfo).date(), end=local.date(), channel=channel)
-
-
 @dataclass(frozen=True, kw_only=True)
 class NextDigest:
     """What a digest entry would send on one channel at its next fire, if nothing else came in."""
@@ -246,16 +189,6 @@ def next_digests(config: Config, *, now: datetime | None = None, local: LoadResu
             out.append(NextDigest(entry=entry, channel=channel, fire_time=fires[0], posts=tuple(posts),
                                   edition=edition))
     return out
-
-
-def _last_digest(engine: Engine, entry: str, before: datetime) -> datetime | None:
-    # A stored time before 1970 (a damaged row) is not a last digest: `since` would be year 1,
-    # and moving it to the entry's time zone overflows.
-    with engine.connect() as conn:
-        return conn.execute(sql_select(func.max(schedule_runs.c.fire_time))
-                            .where(schedule_runs.c.entry == entry, schedule_runs.c.status == "ran",
-                                   schedule_runs.c.fire_time >= EARLIEST,
-                                   schedule_runs.c.fire_time < before)).scalar()
 
 
 def publish_due(config: Config, *, now: datetime | None = None, dry_run: bool = False,

@@ -190,7 +190,7 @@ class Deliverer:
         """The digest `key` compiled again as the timetable compiled it: the entry's period up to
         `fire_time`, with the posts the planner recorded as in it."""
         from pipeline.store.runs import claim_for_digest
-        from pipeline.timetable.schedule import digest_key, recompiled_digest
+        from pipeline.timetable.digests import digest_key, recompiled_digest
 
         entry = next((e for e in self.config.schedule if e.name == entry_name), None)
         if entry is None or digest_key(self.config, entry, fire_time) != key:
