@@ -224,6 +224,15 @@ def test_sigkill_of_one_worker_mid_batch(workers_project, sink, tmp_path):
     assert [a for a in duplicated if first_port[a] not in ports] == []
 
 
+def _until_a_quarter_is_sent(workers: Workers, sink: SinkProcess, *, before: str) -> None:
+    """Wait until the sink has a quarter of the messages, every worker still running."""
+    deadline = time.monotonic() + HUNG
+    while len(sink.taken()) < N // 4:
+        assert all(p.poll() is None for p in workers.procs), f"a worker exited before {before}"
+        assert time.monotonic() < deadline, "the workers sent nothing (hung)"
+        time.sleep(0.05)
+
+
 def test_postgresql_restart_in_the_middle_of_a_send(workers_project, sink, tmp_path, postgres_server):
     if not postgres_server.restartable:
         pytest.skip("PIPELINE_TEST_DATABASE_URL names a server this test may not restart")
@@ -236,11 +245,7 @@ def test_postgresql_restart_in_the_middle_of_a_send(workers_project, sink, tmp_p
                       encoding="utf-8")
     workers = Workers(workers_project, WORKERS, tmp_path)
     try:
-        deadline = time.monotonic() + HUNG
-        while len(sink.taken()) < N // 4:
-            assert all(p.poll() is None for p in workers.procs), "a worker exited before the restart"
-            assert time.monotonic() < deadline, "the workers sent nothing (hung)"
-            time.sleep(0.05)
+        _until_a_quarter_is_sent(workers, sink, before="the restart")
         # Down long enough that every worker finds it gone (a reconnect, not a lucky retry).
         postgres_server.restart(down_for=2)
         assert len(sink.taken()) < N, "every message was sent before the restart"
@@ -260,11 +265,7 @@ def test_postgresql_down_longer_than_stalled_after(workers_project, sink, tmp_pa
     # registration, and the send must still complete.
     workers = Workers(workers_project, WORKERS, tmp_path)
     try:
-        deadline = time.monotonic() + HUNG
-        while len(sink.taken()) < N // 4:
-            assert all(p.poll() is None for p in workers.procs), "a worker exited before the outage"
-            assert time.monotonic() < deadline, "the workers sent nothing (hung)"
-            time.sleep(0.05)
+        _until_a_quarter_is_sent(workers, sink, before="the outage")
         postgres_server.restart(down_for=3 * STALLED_AFTER)
         assert len(sink.taken()) < N, "every message was sent before the outage"
         workers.wait()
@@ -281,11 +282,7 @@ def test_a_worker_taken_for_dead_stops_its_job_and_registers_again(workers_proje
     # the queue, to another worker, while it still runs it.
     workers = Workers(workers_project, WORKERS, tmp_path)
     try:
-        deadline = time.monotonic() + HUNG
-        while len(sink.taken()) < N // 4:
-            assert all(p.poll() is None for p in workers.procs), "a worker exited before the removal"
-            assert time.monotonic() < deadline, "the workers sent nothing (hung)"
-            time.sleep(0.05)
+        _until_a_quarter_is_sent(workers, sink, before="the removal")
         with engine_for(load_config(Path(workers_project))).begin() as conn:
             removed = conn.execute(text(
                 # The job started last (jobs are taken in id order): the most of it left to send.
