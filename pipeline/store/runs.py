@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from pipeline.errors import PipelineError
 from pipeline.store.dialect import insert_ignore
+from pipeline.store.engine import LIBPQ_DEFAULTS
 from pipeline.store.schema import digest_items, schedule_runs, scheduler_lock
 
 STALE_AFTER = timedelta(minutes=2)   # a lock not refreshed for this long belongs to no one
@@ -32,8 +33,9 @@ ADVISORY_KEYS = (0x70697065, 0x73636864)
 # The lock's connection, on both ends: a peer that stops answering is given up within about 20 s
 # (keep-alive probes when idle, a timeout on unacknowledged data otherwise), so the server frees
 # the lock of a machine that died and the holder of a connection that was cut finds out.
-_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 5, "keepalives_count": 3,
-              "tcp_user_timeout": 20000, "connect_timeout": 10}
+# (The store's connect timeout and keep-alives, probing sooner.)
+_KEEPALIVE = {**LIBPQ_DEFAULTS, "keepalives_idle": "5", "keepalives_interval": "5",
+              "tcp_user_timeout": "20000"}
 _SESSION_SETTINGS = ("SET tcp_keepalives_idle = 5", "SET tcp_keepalives_interval = 5",
                      "SET tcp_keepalives_count = 3", "SET tcp_user_timeout = 20000",
                      # The lock's session sits idle between checks: no timeout may end it.
