@@ -70,12 +70,14 @@ def test_posts_message_and_link_to_the_page_feed_and_records_the_post_id(project
     [call] = route.calls
     request = call.request
     assert request.method == "POST" and str(request.url) == FEED        # no token in the URL
-    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    # The Page token is the documented `access_token` parameter (the Pages API's own examples),
+    # in the body: no Authorization header, which the Pages API documents nowhere.
+    assert "Authorization" not in request.headers
     assert request.headers["Content-Type"] == "application/json"
     post = next(p for p in load_posts(config).posts if p.slug == SEED_SLUG)
     s = snippet(post, "facebook", config, channel=NAME)
     link = "https://www.rtrwellnesscenter.com/?utm_source=fb&utm_medium=social&utm_campaign=" + SEED_SLUG
-    assert json.loads(request.content) == {"message": s.text, "link": link}
+    assert json.loads(request.content) == {"message": s.text, "link": link, "access_token": TOKEN}
     assert s.text.startswith("Ketamine’s Potential Ability to Heal Neurological Damage\n\n")
     assert s.text.endswith("\n\n#ketamine #depression #MentalHealth\n" + link)
     [row] = rows(config)
@@ -88,7 +90,7 @@ def test_a_configured_api_version_and_base_url_and_no_card(project, monkeypatch,
                              image="none")
     route = mock.post(f"https://graph.fb.test/v21.0/{PAGE}/feed").mock(return_value=created())
     assert send(config).sent == 1
-    assert set(json.loads(route.calls[0].request.content)) == {"message"}
+    assert set(json.loads(route.calls[0].request.content)) == {"message", "access_token"}
 
 
 @pytest.mark.parametrize(("reply", "words"), [

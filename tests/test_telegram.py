@@ -314,3 +314,28 @@ def test_a_threads_parts_reply_to_the_part_before(project, monkeypatch, mock, wr
     assert "reply_parameters" not in bodies[0]
     replied = [b["reply_parameters"]["message_id"] for b in bodies[1:]]
     assert replied == list(range(100, 100 + len(bodies) - 1))
+
+
+def test_a_threads_first_part_longer_than_a_caption_goes_as_a_message_not_recut(project, monkeypatch, mock,
+                                                                              write_post, caplog):
+    # Cutting the first part again as a whole post's snippet would repeat the title and the link
+    # and lose the text the second part goes on from: the part goes as it is, without the photo.
+    story = " ".join(f"Sentence number {i} tells a little more of the story." for i in range(200))
+    write_post("2024-06-04-pictured.md", "---\ntitle: A pictured story\ndate: 2024-01-01\n"
+               "image: /images/pictured.jpg\nimage_alt: A picture\nsocial: {thread: true}\n---\n" + story)
+    config = telegram_config(project, monkeypatch)
+    picture = mock.get("https://www.rtrwellnesscenter.com/images/pictured.jpg").mock(
+        return_value=httpx.Response(200, content=jpeg(), headers={"Content-Type": "image/jpeg"}))
+    photo = mock.post(PHOTO).mock(return_value=sent(60, photo=True))
+    ids = iter(range(300, 400))
+    message = mock.post(MESSAGE).mock(side_effect=lambda request: sent(next(ids)))
+    with caplog.at_level(logging.WARNING):
+        report = send(config, "2024-06-04-pictured")
+    assert report.sent == message.call_count >= 2 and photo.call_count == 0
+    texts = [shown(json.loads(call.request.content)["text"]) for call in message.calls]
+    assert texts[0].endswith(f"(1/{len(texts)})") and texts[1].endswith(f"(2/{len(texts)})")
+    whole = " ".join(texts)
+    assert whole.count("A pictured story") == 1 and whole.count("Sentence number 77 tells") == 1
+    assert all(TelegramCounter().count(t) <= 4096 for t in texts)
+    assert picture.call_count == 0                 # not downloaded for a photo that cannot go
+    assert "longer than a photo's caption" in caplog.text

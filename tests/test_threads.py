@@ -247,6 +247,45 @@ def test_a_process_killed_between_the_steps_publishes_once(project, monkeypatch,
     assert (row.status, row.remote_id, row.remote_url) == ("sent", "m1", PERMALINK)
 
 
+CRASH_AFTER_PUBLISH = """
+import os, sys
+import httpx, respx
+from pipeline.config import load_config
+from pipeline.publish import publish
+
+api, user, config, slug = sys.argv[1:]
+with respx.mock(assert_all_called=False) as mock:
+    mock.post(f"{api}/{user}/threads").mock(return_value=httpx.Response(200, json={"id": "c1"}))
+    mock.get(f"{api}/c1").mock(return_value=httpx.Response(200, json={"status": "FINISHED", "id": "c1"}))
+    mock.post(f"{api}/{user}/threads_publish").mock(return_value=httpx.Response(200, json={"id": "m1"}))
+    # Threads confirmed the publish; the process dies asking for the permalink.
+    mock.get(f"{api}/m1").mock(side_effect=lambda request: os._exit(9))
+    publish(load_config(config), slugs=[slug], channels=["threads"])
+sys.exit(0)
+"""
+
+
+def test_a_process_killed_after_a_confirmed_publish_records_the_media_not_the_container(project, monkeypatch,
+                                                                                        mock):
+    config = threads_config(project, monkeypatch)
+    script = [sys.executable, "-c", CRASH_AFTER_PUBLISH, API, USER, str(project / "config.yaml"), SEED_SLUG]
+    killed = subprocess.run(script, cwd=ROOT, env={**os.environ, "THREADS_TOKEN": TOKEN},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    [row] = rows(config)
+    assert (row.status, row.remote_id) == ("sending", "media:m1")
+
+    r = routes(mock)
+    [resumed] = publish(config, slugs=[SEED_SLUG], channels=[NAME])   # the crash rule: unknown
+    assert (resumed.resent, resumed.sent) == (1, 0)
+    [again] = retry(config, unknown=True, channels=[NAME])
+    assert again.sent == 1
+    # Neither the container's status nor a second publish: the media id Threads gave is recorded.
+    assert (r["create"].call_count, r["status"].call_count, r["publish"].call_count) == (0, 0, 0)
+    [row] = rows(config)
+    assert (row.status, row.remote_id, row.remote_url) == ("sent", "m1", PERMALINK)
+
+
 @pytest.mark.parametrize("dead", ["EXPIRED", "ERROR"])
 def test_a_dead_container_is_replaced(project, monkeypatch, mock, dead):
     config = threads_config(project, monkeypatch)

@@ -3,8 +3,10 @@
 
 The message is the `facebook` snippet (its link included); `link` is the post's tagged link, of
 which Facebook shows the preview card (its image is the page's `og:image`: `image: card`, the
-default). `image: none` sends no `link`. The Page access token (scope `pages_manage_posts`) goes
-in the `Authorization: Bearer` header, never in the URL: httpx logs each request's URL.
+default). `image: none` sends no `link`. The Page access token (scope `pages_manage_posts`) is
+the request's `access_token` parameter, as the Pages API documents it
+(developers.facebook.com/docs/pages-api/posts: `message`, `link` and `access_token`), sent in the
+JSON body, never in the URL: httpx logs each request's URL.
 
 The receipt is the post's id (`{page-id}_{post-id}`), with its facebook.com URL.
 
@@ -75,9 +77,7 @@ class Facebook:
         self.concurrency = 1
         require_network(config, name, self.network)
         self.url = f"{settings.base_url}/{settings.api_version}/{settings.page_id}/feed"
-        self.client = httpx.Client(
-            timeout=settings.timeout, follow_redirects=False,
-            headers={"Authorization": f"Bearer {settings.access_token.get_secret_value()}"})
+        self.client = httpx.Client(timeout=settings.timeout, follow_redirects=False)
 
     def send(self, delivery: Delivery) -> Receipt:
         """Create the Page post of one snippet; returns its id and URL. Raises ChannelError."""
@@ -90,6 +90,7 @@ class Facebook:
         payload: dict[str, Any] = {"message": snippet.text}
         if snippet.link is not None and (self.settings.image or "card") == "card":
             payload["link"] = snippet.link.uri
+        payload["access_token"] = self.settings.access_token.get_secret_value()
         response = post_json(self.client, self.url, payload, service=SERVICE,
                              shown=self.settings.base_url, idempotent=self.idempotent, check="base_url")
         if not response.is_success:

@@ -153,13 +153,15 @@ class Telegram:
         """(the image fitted for sendPhoto, the caption's snippet), or None: send a message."""
         assert delivery.rendered is not None and delivery.snippet is not None
         post = delivery.rendered.post
-        image = fetch_image(post)
-        if image is None:
+        if not post.image:
             return None
         try:
             caption = self._caption(delivery)
         except RenderError as exc:
             log.warning("%s: %s: %s; sending a message without the image", self.name, post.slug, exc)
+            return None
+        image = fetch_image(post)      # only once the caption is known to fit: no download for nothing
+        if image is None:
             return None
         try:
             fitted = fit(image, max_bytes=PHOTO_MAX_BYTES, max_side=PHOTO_MAX_SIDE)
@@ -171,17 +173,20 @@ class Telegram:
     def _caption(self, delivery: Delivery) -> Snippet:
         """The snippet, or when it is longer than a caption, the snippet rendered again for a
         caption's 1,024 (with this channel's link tagging). Raises RenderError for an override
-        longer than that."""
+        longer than that, and for a thread's first part longer than that (cut again as a whole
+        post's snippet it would repeat the title and the link, and the second part would no longer
+        go on from where it ends)."""
         snippet = delivery.snippet
         assert snippet is not None and delivery.rendered is not None
         if snippet.length <= CAPTION_LIMIT:
             return snippet
+        if delivery.part >= 1:
+            raise RenderError(f"the thread's first part is {snippet.length} long, longer than a photo's "
+                              f"caption ({CAPTION_LIMIT})")
         from pipeline.render.social import snippet as render_snippet
 
-        networks = dict(self.config.networks)
-        networks[self.network] = networks[self.network].model_copy(update={"limit": CAPTION_LIMIT})
-        captioned = self.config.model_copy(update={"networks": networks})
-        return render_snippet(delivery.rendered.post, self.network, captioned, channel=self.name)
+        return render_snippet(delivery.rendered.post, self.network, self.config, channel=self.name,
+                              limit=CAPTION_LIMIT)
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         """POST a Bot API method; its `result`, else the ChannelError of the failure. No message

@@ -21,7 +21,10 @@ never published expires after 24 hours and is never seen), so a timeout while cr
 retried; a timeout while publishing marks the delivery unknown (crash rule `unknown`), and
 `pipeline retry --unknown` asks the container's status as above, so it publishes at most once.
 A container found PUBLISHED that way is recorded with the container's id: the API does not say
-which media id it became.
+which media id it became. A publish Threads confirmed (its reply named the media id) is kept on
+the row too, as `media:<id>`, before anything else is asked: an attempt after a crash in between
+records that media (and its permalink) as sent, asking nothing of the container and publishing
+nothing.
 
 Error rules (Graph API errors, `{"error": {"code", "message", ...}}`): code 190 (the token is
 invalid or expired) and codes 10 and 200-299 (a missing permission) stop the channel with what to
@@ -64,6 +67,9 @@ NOT_READY_WAIT = 60.0   # seconds before trying again a container still IN_PROGR
 # What a container's status means for the next step.
 PUBLISHED, FINISHED, IN_PROGRESS = "PUBLISHED", "FINISHED", "IN_PROGRESS"
 DEAD = frozenset({"ERROR", "EXPIRED"})      # can never be published: a new container is made
+# A ledger row's remote_id while sending: a container's id, or this prefix and the media id of a
+# publish Threads confirmed (a container's id is digits: the two never mix).
+MEDIA = "media:"
 
 
 class ThreadsSettings(HttpSettings):
@@ -123,6 +129,12 @@ class Threads:
                                "the container's id on; send it with `pipeline publish`", retryable=False)
         row = ledger.get(delivery.key)
         container = row.remote_id if row is not None else None
+        if container is not None and container.startswith(MEDIA):
+            media_id = container.removeprefix(MEDIA)
+            log.info("%s: %s: published as %s by an earlier attempt; recording it", self.name,
+                     delivery.key, media_id)
+            return Receipt(key=delivery.key, remote_id=media_id, url=self._permalink(media_id),
+                           detail="published by an earlier attempt (its media id was kept)")
         status: str | None = None
         if container is not None:
             status, error = self._status(container)
@@ -144,6 +156,9 @@ class Threads:
         if status != FINISHED:
             self._wait_until_ready(container)
         media_id = self._publish(container)
+        # Kept before the permalink is asked: a crash from here on must not leave a row that only
+        # names the container (a retry would then record the container's id, not the post's).
+        ledger.checkpoint(delivery.key, MEDIA + media_id)
         return Receipt(key=delivery.key, remote_id=media_id, url=self._permalink(media_id),
                        detail=f"published container {container}")
 

@@ -43,10 +43,12 @@ def snippets(post: Post, config: Config) -> dict[str, Snippet]:
             for name, settings in config.networks.items() if settings.enabled}
 
 
-def snippet(post: Post, network: str, config: Config, *, channel: str | None = None) -> Snippet:
-    """The snippet of `post` for `network`; UTM parameters name `channel` (default: network)."""
+def snippet(post: Post, network: str, config: Config, *, channel: str | None = None,
+            limit: int | None = None) -> Snippet:
+    """The snippet of `post` for `network`; UTM parameters name `channel` (default: network);
+    `limit` lowers the network's limit (a Telegram photo's caption)."""
     net = NETWORKS[network]()
-    limit = config.network_limit(network)
+    limit = min(limit, config.network_limit(network)) if limit else config.network_limit(network)
     url = tag_url(post.canonical_url, utm_params(config, channel or network, post.slug,
                                                  SOCIAL_MEDIUM), config)
     found, notes = _hashtags(post.tags)
