@@ -134,8 +134,19 @@ class Workers:
             try:
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pytest.fail(f"worker {i} still running after {HUNG} s (hung); its stderr:\n{self.stderr(i)}")
+                pytest.fail(f"worker {i} still running after {HUNG} s (hung); its stderr, with where "
+                            f"it waits:\n{self._stacks(i)}")
             assert proc.returncode == 0, f"worker {i} exited {proc.returncode}:\n{self.stderr(i)}"
+
+    def _stacks(self, i: int) -> str:
+        """Worker `i`'s stderr after it was asked (SIGUSR1) where its tasks and threads are."""
+        err = self.logs / f"worker-{i}.err"
+        before = err.stat().st_size
+        self.procs[i].send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and b"stacks (SIGUSR1)" not in err.read_bytes()[before:]:
+            time.sleep(0.1)
+        return err.read_text(encoding="utf-8", errors="replace")[-20000:]
 
     def kill_all(self) -> None:
         for proc in self.procs:

@@ -305,15 +305,24 @@ def test_a_timetable_run_defers_jobs_too(project: Path, run_cli) -> None:  # typ
 
 
 @on_postgresql
-def test_sigterm_stops_a_waiting_worker_with_exit_0(project: Path) -> None:
+def test_sigusr1_shows_where_a_worker_waits_and_sigterm_stops_it_with_exit_0(project: Path) -> None:
     workers_mode(project)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
                              "worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline().startswith("Worker running (1 job at once)")
+        proc.send_signal(signal.SIGUSR1)
+        dump = []
+        for line in proc.stderr:        # the dump ends with the main thread's stack, in the loop
+            dump.append(line)
+            if "run_forever" in line or "_run_once" in line:
+                break
+        text = "".join(dump)
+        assert "stacks (SIGUSR1)" in text and "Stack for <Task" in text and "thread MainThread" in text
+        assert "_sweep" in text, text      # the tasks are named by where they wait
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

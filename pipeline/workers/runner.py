@@ -16,18 +16,22 @@ database restarts, with a sweep that gives the jobs of dead workers to the livin
   are another run's now), and it registers again.
 - SIGTERM / SIGINT: the jobs running finish the messages in flight; what they did not send goes
   back to the queue (their retry); the process then exits.
+- SIGUSR1: the worker logs where each of its tasks and threads is (for a worker that seems stuck).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +94,7 @@ class _Runner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("%s", stacks(self.name)))
         previous: int | None = None     # the worker id a database outage interrupted
         try:
             while not (self.idle or self.stopping.is_set()):
@@ -116,7 +121,7 @@ class _Runner:
                                     _one_line(exc))
                     await self._pause(1)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             await asyncio.to_thread(self.deliverer.close)
 
@@ -308,6 +313,19 @@ class _Worker(queue_worker.Worker):
             if job.id is not None:
                 self.unrecorded.add(job.id)    # the database went away: `_requeue` puts it back
             raise
+
+
+def stacks(name: str) -> str:
+    """Where each asyncio task of the running loop and each thread of this process is, as text:
+    what a worker that seems stuck is waiting for."""
+    out = io.StringIO()
+    out.write(f"worker {name}: stacks (SIGUSR1)\n")
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        out.write(f"thread {names.get(ident, ident)}:\n{''.join(traceback.format_stack(frame))}")
+    return out.getvalue()
 
 
 async def _retry(manager: queue_manager.JobManager, job: queue_jobs.Job) -> bool:
