@@ -475,3 +475,45 @@ def _posts(config: Config) -> list:  # type: ignore[type-arg]
     from pipeline.intake.sources import load_all
 
     return list(load_all(config).posts)
+
+
+@on_postgresql
+@pytest.mark.parametrize("loop", ["_sweep", "_watch_idle"])
+def test_a_worker_loop_cancelled_mid_query_on_a_lost_connection_ends(newsletter: Config, loop: str) -> None:
+    # psycopg cancels a query its task's cancellation interrupts; on a lost connection that fails,
+    # and procrastinate hands on the connection error instead of the CancelledError. A loop that
+    # logged it and went on never ended: a worker hung for ever after a database outage.
+    import asyncio
+
+    from procrastinate import exceptions as queue_errors
+
+    from pipeline.workers.runner import QUEUE, _Runner, _Worker
+
+    async def scenario() -> bool:
+        runner = _Runner(newsletter, concurrency=1, until_idle=True, started=None)
+        asked = asyncio.Event()
+
+        async def lost_connection_query(**_: Any) -> dict[str, Any]:
+            asked.set()
+            try:
+                await asyncio.Event().wait()        # the query never answers ...
+            except asyncio.CancelledError:          # ... and cancelling it fails as psycopg's does
+                raise queue_errors.ConnectorException("the connection is lost") from None
+            raise AssertionError("unreachable")
+
+        async with runner.app.open_async():
+            worker = _Worker(app=runner.app, queues=[QUEUE], name="test", wait=True)
+            worker.worker_id = 1
+            runner.worker = worker
+            runner.stalled_after = 0.1             # the sweep's first wait
+            runner.app.connector.execute_query_one_async = lost_connection_query  # type: ignore[method-assign]
+            task = asyncio.create_task(getattr(runner, loop)(*([worker] if loop == "_watch_idle" else [])))
+            await asyncio.wait_for(asked.wait(), 30)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=30)   # a bound for a hang, not a measure
+            if not done:
+                task.uncancel()
+                task.cancel()
+            return bool(done) and task.cancelled()
+
+    assert asyncio.run(scenario()), f"{loop} went on after its cancellation"

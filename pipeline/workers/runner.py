@@ -190,6 +190,7 @@ class _Runner:
                         await self._prune(manager)
             except queue_errors.ConnectorException as exc:
                 log.debug("stalled-job sweep skipped: %s", exc)
+            _end_if_cancelled()
             await asyncio.sleep(period)
 
     async def _prune(self, manager: queue_manager.JobManager) -> None:
@@ -227,12 +228,15 @@ class _Runner:
         """`--until-idle`: stop once no delivery job is waiting or running on any worker."""
         while True:
             await asyncio.sleep(0.5)
-            with contextlib.suppress(queue_errors.ConnectorException):
+            try:
                 row = await self.app.connector.execute_query_one_async(query=_BUSY, queue=QUEUE)
-                if row["n"] == 0:
-                    self.idle = True
-                    worker.stop()
-                    return
+            except queue_errors.ConnectorException:
+                _end_if_cancelled()
+                continue
+            if row["n"] == 0:
+                self.idle = True
+                worker.stop()
+                return
 
     async def _requeue(self, worker_id: int | None) -> None:
         """The jobs this process was running when the database went away: back in the queue now
@@ -313,6 +317,17 @@ class _Worker(queue_worker.Worker):
             if job.id is not None:
                 self.unrecorded.add(job.id)    # the database went away: `_requeue` puts it back
             raise
+
+
+def _end_if_cancelled() -> None:
+    """Raise CancelledError if the running task is being cancelled. For the loops that log a
+    database error and go on: psycopg cancels the query that a cancellation interrupts, and on a
+    lost connection its error (in the cancel, or in closing the cursor) replaces the
+    CancelledError, or a step that tolerates errors swallows it. A loop that went on would never
+    end, and the `await` of its end hung the worker for ever after a database outage."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def stacks(name: str) -> str:
