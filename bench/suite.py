@@ -48,6 +48,8 @@ BENCHES = (
     Bench(name="render", script="render.py"),
     Bench(name="startup", script="startup.py"),
     Bench(name="send", script="send.py", sends=True),
+    # The second size, where the publisher's fixed start-up weighs most: five rounds.
+    Bench(name="send_20k", script="send.py", args=("--n", "20000", "--rounds", "5")),
     # The same send with the state in PostgreSQL, inline and through 1 and 2 `pipeline worker`s.
     Bench(name="send_postgresql", script="send.py",
           args=("--n", "20000", "--state", "postgresql", "--workers", "1,2")),
