@@ -223,18 +223,29 @@ sys.exit(0)
 """
 
 
-def test_a_process_killed_between_the_steps_publishes_once(project, monkeypatch, mock):
-    config = threads_config(project, monkeypatch)
-    killed = subprocess.run([sys.executable, "-c", CRASH, API, USER, str(project / "config.yaml"), SEED_SLUG],
-                            cwd=ROOT, env={**os.environ, "THREADS_TOKEN": TOKEN}, capture_output=True,
+def _killed(config: Config, project: Path, script: str, *, left: str) -> None:
+    """Run `script` (a publish that dies with exit 9 at a given request) in its own process; the
+    row is left `sending` with `left` as its remote id."""
+    args = [sys.executable, "-c", script, API, USER, str(project / "config.yaml"), SEED_SLUG]
+    killed = subprocess.run(args, cwd=ROOT, env={**os.environ, "THREADS_TOKEN": TOKEN}, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == 9, killed.stderr
     [row] = rows(config)
-    assert (row.status, row.remote_id) == ("sending", "c1")
+    assert (row.status, row.remote_id) == ("sending", left)
+
+
+def _resumed(config: Config) -> None:
+    """Publish again after the kill: the crash rule makes the row `unknown`, nothing is sent."""
+    [resumed] = publish(config, slugs=[SEED_SLUG], channels=[NAME])
+    assert (resumed.resent, resumed.sent) == (1, 0)
+
+
+def test_a_process_killed_between_the_steps_publishes_once(project, monkeypatch, mock):
+    config = threads_config(project, monkeypatch)
+    _killed(config, project, CRASH, left="c1")
 
     r = routes(mock)
-    [resumed] = publish(config, slugs=[SEED_SLUG], channels=[NAME])   # the crash rule: unknown
-    assert (resumed.resent, resumed.sent) == (1, 0)
+    _resumed(config)
     [row] = rows(config)
     assert (row.status, row.remote_id) == ("unknown", "c1")
     assert not mock.calls
@@ -268,16 +279,10 @@ sys.exit(0)
 def test_a_process_killed_after_a_confirmed_publish_records_the_media_not_the_container(project, monkeypatch,
                                                                                         mock):
     config = threads_config(project, monkeypatch)
-    script = [sys.executable, "-c", CRASH_AFTER_PUBLISH, API, USER, str(project / "config.yaml"), SEED_SLUG]
-    killed = subprocess.run(script, cwd=ROOT, env={**os.environ, "THREADS_TOKEN": TOKEN},
-                            capture_output=True, text=True, timeout=120)
-    assert killed.returncode == 9, killed.stderr
-    [row] = rows(config)
-    assert (row.status, row.remote_id) == ("sending", "media:m1")
+    _killed(config, project, CRASH_AFTER_PUBLISH, left="media:m1")
 
     r = routes(mock)
-    [resumed] = publish(config, slugs=[SEED_SLUG], channels=[NAME])   # the crash rule: unknown
-    assert (resumed.resent, resumed.sent) == (1, 0)
+    _resumed(config)
     [again] = retry(config, unknown=True, channels=[NAME])
     assert again.sent == 1
     # Neither the container's status nor a second publish: the media id Threads gave is recorded.
