@@ -171,7 +171,7 @@ def _retry_digest(config: Config, name: str, key: str, posts: list[Post], *, dry
                   progress: Progress | None) -> list[ChannelReport]:
     """The pending deliveries of the edition `key` that is no post: a digest whose send was cut
     short, compiled again as its fire made it, and sent (or deferred) with the usual rules."""
-    from pipeline.timetable.digests import digest_fire, recompiled_digest
+    from pipeline.timetable.digests import digest_fire, digest_members, recompiled_digest
 
     found = digest_fire(config, name, key)
     if found is None:
@@ -179,7 +179,7 @@ def _retry_digest(config: Config, name: str, key: str, posts: list[Post], *, dry
                     "of the timetable made it; they stay pending (restore the post or the entry)", name, key)
         return []
     entry, fire_time = found
-    edition = recompiled_digest(config, entry, name, fire_time, posts)
+    edition = recompiled_digest(config, entry, name, fire_time, posts, digest_members(config, name, key))
     return [publish_edition(config, edition, name, dry_run=dry_run, now=now, progress=progress,
                             digest=(entry.name, fire_time))]
 

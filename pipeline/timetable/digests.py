@@ -51,13 +51,18 @@ def digest_fire(config: Config, channel: str, key: str) -> tuple[Entry, datetime
     return None
 
 
+def digest_members(config: Config, channel: str, key: str) -> list[str]:
+    """The slugs recorded as in the digest `key` of `channel` when it fired."""
+    return claim_for_digest(engine_for(config), channel=channel, digest=key, slugs=[])
+
+
 def recompiled_digest(config: Config, entry: Entry, channel: str, fire_time: datetime,
-                      posts: list[Post]) -> Edition:
-    """The digest `entry` made at `fire_time` compiled again, with the posts recorded as in it
-    (of `posts`, in their order): the same edition, whatever was published since."""
-    key = digest_key(config, entry, fire_time)
-    members = set(claim_for_digest(engine_for(config), channel=channel, digest=key, slugs=[]))
-    return digest_edition(config, entry, channel, fire_time, [p for p in posts if p.slug in members])
+                      posts: list[Post], members: list[str]) -> Edition:
+    """The digest `entry` made at `fire_time` compiled again with its `members` (its recorded
+    posts, `digest_members`) of `posts`, in their order: the same edition, whatever was published
+    since."""
+    chosen = set(members)
+    return digest_edition(config, entry, channel, fire_time, [p for p in posts if p.slug in chosen])
 
 
 def digest_edition(config: Config, entry: Entry, channel: str, fire_time: datetime,

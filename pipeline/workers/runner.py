@@ -278,6 +278,10 @@ class _Worker(queue_worker.Worker):
     procrastinate would then finish (delete) or requeue that other run's job, or fail with the
     database's RAISE in a task nobody awaits ("Task exception was never retrieved")."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unrecorded: set[int] = set()      # jobs whose end the database did not take
+
     async def _monitor_side_tasks(self, side_tasks: list[asyncio.Task[Any]]) -> None:
         # procrastinate's stops watching once any side task ends, even without an error: with no
         # periodic task its deferrer ends at once, and a heartbeat or listener that failed later
@@ -292,10 +296,6 @@ class _Worker(queue_worker.Worker):
                             failed[0].get_name(), _one_line(failed[0].exception() or Exception()))
                 self.stop()
                 return
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.unrecorded: set[int] = set()      # jobs whose end the database did not take
 
     async def _persist_job_status(self, job: queue_jobs.Job, status: queue_jobs.Status,
                                   retry_decision: Any, context: Any, job_result: Any) -> None:

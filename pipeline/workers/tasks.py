@@ -189,17 +189,16 @@ class Deliverer:
     def _digest(self, name: str, key: str, entry_name: str, fire_time: datetime) -> Edition:
         """The digest `key` compiled again as the timetable compiled it: the entry's period up to
         `fire_time`, with the posts the planner recorded as in it."""
-        from pipeline.store.runs import claim_for_digest
-        from pipeline.timetable.digests import digest_key, recompiled_digest
+        from pipeline.timetable.digests import digest_key, digest_members, recompiled_digest
 
         entry = next((e for e in self.config.schedule if e.name == entry_name), None)
         if entry is None or digest_key(self.config, entry, fire_time) != key:
             raise UnknownEdition(f"edition {key!r}: no timetable entry {entry_name!r} makes it any more; "
                                  "its deliveries stay pending")
-        members = claim_for_digest(engine_for(self.config), channel=name, digest=key, slugs=[])
+        members = digest_members(self.config, name, key)
         if not self._posts.keys() >= set(members):      # a post this process has not read yet
             self._read_posts()
-        return recompiled_digest(self.config, entry, name, fire_time, list(self._posts.values()))
+        return recompiled_digest(self.config, entry, name, fire_time, list(self._posts.values()), members)
 
     def _social(self, channel: Channel, slug: str) -> tuple[Rendered, dict[str, dict[int, Snippet]]]:
         """The post rendered, and each network's numbered parts rendered for this channel."""
